@@ -110,13 +110,6 @@ func (f *fakeWorkloadAPI) pushX509(resp *workload.X509SVIDResponse) {
 	}
 }
 
-// streams returns how many FetchX509SVID streams are open.
-func (f *fakeWorkloadAPI) streams() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return len(f.watchers)
-}
-
 func (f *fakeWorkloadAPI) FetchX509SVID(_ *workload.X509SVIDRequest, stream workload.SpiffeWorkloadAPI_FetchX509SVIDServer) error {
 	ctx := stream.Context()
 	if err := f.record(ctx, "FetchX509SVID"); err != nil {
@@ -126,9 +119,8 @@ func (f *fakeWorkloadAPI) FetchX509SVID(_ *workload.X509SVIDRequest, stream work
 		<-ctx.Done()
 		return ctx.Err()
 	}
-	if err := stream.Send(f.x509); err != nil {
-		return err
-	}
+	// Registered before the first send, so a client that got the first
+	// message can count on later pushes reaching it.
 	ch := make(chan *workload.X509SVIDResponse, 4)
 	f.mu.Lock()
 	f.watchers = append(f.watchers, ch)
@@ -143,6 +135,9 @@ func (f *fakeWorkloadAPI) FetchX509SVID(_ *workload.X509SVIDRequest, stream work
 			}
 		}
 	}()
+	if err := stream.Send(f.x509); err != nil {
+		return err
+	}
 	for {
 		select {
 		case <-ctx.Done():

@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"io"
 	"time"
@@ -95,13 +94,15 @@ func (c *apiCommand) run(ctx context.Context, args []string) int {
 	return exitOK
 }
 
-// plainDeadline reports a call that ran out of time the same way whichever
-// phase it was in: gRPC words a deadline that expires while the connection
-// is still being set up differently ("... while waiting for connections to
-// become ready"), SPIRE's output shows the plain context error.
+// plainDeadline reports a call that ran out of its -timeout the same way
+// whichever phase it was in, as SPIRE's output shows it ("rpc error: code =
+// DeadlineExceeded desc = context deadline exceeded"): gRPC words it
+// differently when the deadline passes while connecting ("... while waiting
+// for connections to become ready") or when the server ends the stream first
+// ("stream terminated by RST_STREAM ...").
 func plainDeadline(ctx context.Context, err error) error {
-	if err != nil && status.Code(err) == codes.DeadlineExceeded && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return status.FromContextError(ctx.Err()).Err()
+	if _, timed := ctx.Deadline(); timed && status.Code(err) == codes.DeadlineExceeded {
+		return status.FromContextError(context.DeadlineExceeded).Err()
 	}
 	return err
 }
@@ -112,7 +113,21 @@ func plainDeadlineUnary(ctx context.Context, method string, req, reply any, cc *
 
 func plainDeadlineStream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 	stream, err := streamer(ctx, desc, cc, method, opts...)
-	return stream, plainDeadline(ctx, err)
+	if err != nil {
+		return nil, plainDeadline(ctx, err)
+	}
+	return plainDeadlineClientStream{ClientStream: stream, ctx: ctx}, nil
+}
+
+// plainDeadlineClientStream applies plainDeadline to received errors: the
+// server may end the stream first when the deadline passes.
+type plainDeadlineClientStream struct {
+	grpc.ClientStream
+	ctx context.Context
+}
+
+func (s plainDeadlineClientStream) RecvMsg(m any) error {
+	return plainDeadline(s.ctx, s.ClientStream.RecvMsg(m))
 }
 
 // printJSON prints protobuf responses the way SPIRE's CLI does: each message
