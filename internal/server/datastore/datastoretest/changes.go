@@ -62,6 +62,30 @@ func changeSteps() []changeStep {
 		{"prune entries", func(t *testing.T, s *datastore.Store) {
 			must(t, s.PruneEntries(t.Context(), 11))
 		}, []datastore.Change{ch(datastore.ChangeEntry, "e3", datastore.OpDelete)}},
+		{"create node", func(t *testing.T, s *datastore.Store) {
+			_, err := s.CreateAttestedNode(t.Context(), &datastore.AttestedNode{SPIFFEID: td + "/agent", AttestationType: "join_token", CertSerialNumber: "1"})
+			must(t, err)
+		}, []datastore.Change{ch(datastore.ChangeNode, td+"/agent", datastore.OpCreate)}},
+		{"refused node create", func(t *testing.T, s *datastore.Store) {
+			_, err := s.CreateAttestedNode(t.Context(), &datastore.AttestedNode{SPIFFEID: td + "/agent"})
+			requireError(t, err, datastore.ErrAlreadyExists, "already exists")
+		}, nil},
+		{"set node selectors", func(t *testing.T, s *datastore.Store) {
+			must(t, s.SetNodeSelectors(t.Context(), td+"/agent", sels("a:1")))
+		}, []datastore.Change{ch(datastore.ChangeNode, td+"/agent", datastore.OpUpdate)}},
+		{"update node", func(t *testing.T, s *datastore.Store) {
+			_, err := s.UpdateAttestedNode(t.Context(), &datastore.AttestedNode{SPIFFEID: td + "/agent"}, &datastore.AttestedNodeMask{CertSerialNumber: true})
+			must(t, err)
+		}, []datastore.Change{ch(datastore.ChangeNode, td+"/agent", datastore.OpUpdate)}},
+		{"delete node", func(t *testing.T, s *datastore.Store) {
+			_, err := s.DeleteAttestedNode(t.Context(), td+"/agent")
+			must(t, err)
+		}, []datastore.Change{ch(datastore.ChangeNode, td+"/agent", datastore.OpDelete)}},
+		{"join tokens are not changes", func(t *testing.T, s *datastore.Store) {
+			must(t, s.CreateJoinToken(t.Context(), &datastore.JoinToken{Token: "t", ExpiresAt: 1}))
+			_, err := s.ConsumeJoinToken(t.Context(), "t")
+			must(t, err)
+		}, nil},
 		{"delete entry", func(t *testing.T, s *datastore.Store) {
 			_, err := s.DeleteEntry(t.Context(), "e2")
 			must(t, err)

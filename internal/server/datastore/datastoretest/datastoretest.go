@@ -135,6 +135,11 @@ func Run(t *testing.T, open func(tb testing.TB) *datastore.Store) {
 	t.Run("Bundles", func(t *testing.T) { testBundles(t, open) })
 	t.Run("BundleDelete", func(t *testing.T) { testBundleDelete(t, open) })
 	t.Run("BundleSequence", func(t *testing.T) { testBundleSequence(t, open) })
+	t.Run("Nodes", func(t *testing.T) { testNodes(t, open) })
+	t.Run("NodeFilters", func(t *testing.T) { testNodeFilters(t, open) })
+	t.Run("JoinTokens", func(t *testing.T) { testJoinTokens(t, open) })
+	t.Run("ConsumeJoinTokenConcurrently", func(t *testing.T) { testConsumeJoinTokenConcurrently(t, open) })
+	t.Run("Federation", func(t *testing.T) { testFederation(t, open) })
 	t.Run("CAJournal", func(t *testing.T) { testCAJournal(t, open) })
 	t.Run("Changes", func(t *testing.T) { testChanges(t, open) })
 }

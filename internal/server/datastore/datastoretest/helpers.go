@@ -86,6 +86,7 @@ func createBundle(tb testing.TB, s *datastore.Store, trustDomain string, ders ..
 type state struct {
 	Entries []*datastore.Entry
 	Bundles []*datastore.Bundle
+	Nodes   []*datastore.AttestedNode
 	Seq     int64
 }
 
@@ -97,6 +98,8 @@ func snapshot(tb testing.TB, s *datastore.Store) state {
 	st.Entries, _, err = s.ListEntries(ctx, nil)
 	requireNoError(tb, err)
 	st.Bundles, _, err = s.ListBundles(ctx, nil)
+	requireNoError(tb, err)
+	st.Nodes, _, err = s.ListAttestedNodes(ctx, &datastore.ListAttestedNodesRequest{FetchSelectors: true})
 	requireNoError(tb, err)
 	st.Seq, err = s.LatestChangeSeq(ctx)
 	requireNoError(tb, err)
