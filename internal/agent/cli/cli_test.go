@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -158,3 +159,11 @@ func TestRunCommand(t *testing.T) {
 	got = runCLI(t.Context(), time.Now, "run", "-bogus")
 	assertFlagError(t, got, "flag provided but not defined: -bogus", "Usage of run:\n", true)
 }
+
+func currentUmask() int {
+	old := syscall.Umask(0o022)
+	syscall.Umask(old)
+	return old
+}
+
+func setUmaskForTest(mask int) { syscall.Umask(mask) }

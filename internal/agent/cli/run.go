@@ -2,7 +2,16 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"flag"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"github.com/neural-hive/hive-identity/internal/config"
 )
 
 // defaultConfigPath is the agent configuration file read when -config is not given.
@@ -72,8 +81,13 @@ func newRunFlagSet(e *env, name string) (fs *flag.FlagSet, f *runFlags, finish f
 	return fs, f, finish
 }
 
-// runCommand is `spire-agent run`: it parses the flags and starts the agent
-// with startAgent until ctx is cancelled.
+// runCommand is `spire-agent run`: it loads agent.conf (the flags override
+// the file), builds the logger, prepares the socket directories and umask as
+// SPIRE does, and runs the agent with startAgent until ctx is cancelled
+// (SIGINT/SIGTERM). A configuration error is printed on stderr as SPIRE
+// prints it (the bare message, then each problem with its location when
+// there are several), exit 1; an agent failure is logged as "Agent crashed",
+// exit 1; a clean stop logs "Agent stopped gracefully", exit 0.
 type runCommand struct {
 	e      *env
 	fs     *flag.FlagSet
@@ -100,9 +114,58 @@ func (c *runCommand) run(ctx context.Context, args []string) int {
 		return exitFailure
 	}
 	c.finish()
-	if err := startAgent(ctx, c.e, c.flags); err != nil {
+	loaded, logs, err := c.flags.load(ctx, c.e)
+	defer logs.close()
+	if err != nil {
+		_, _ = fmt.Fprint(c.e.stderr, config.FormatError("", err))
+		return exitFailure
+	}
+	if err := prepareEndpoints(ctx, loaded); err != nil {
 		c.e.errorln(err)
 		return exitFailure
 	}
+	err = startAgent(ctx, loaded)
+	switch {
+	case errors.Is(err, errRunNotWired):
+		c.e.errorln(err)
+		return exitFailure
+	case err != nil:
+		loaded.logger.ErrorContext(ctx, "Agent crashed", slog.Any("error", err))
+		return exitFailure
+	}
+	loaded.logger.InfoContext(ctx, "Agent stopped gracefully")
 	return exitOK
+}
+
+// minimumUmask keeps the files the agent creates from being group-writable
+// or readable by others, as SPIRE does.
+const minimumUmask = 0o027
+
+// prepareEndpoints creates the directories of the Workload API and admin
+// sockets (0755) when missing and raises the process umask to at least
+// minimumUmask, logging what it does, as SPIRE's run does before starting.
+func prepareEndpoints(ctx context.Context, a *loadedAgent) error {
+	for _, sock := range []struct{ path, msg string }{
+		{a.cfg.SocketPath, "Creating spire agent UDS directory"},
+		{a.cfg.AdminSocketPath, "Creating admin UDS directory"},
+	} {
+		if sock.path == "" {
+			continue
+		}
+		dir := filepath.Dir(sock.path)
+		if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+			a.logger.InfoContext(ctx, sock.msg, slog.String("dir", dir))
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return err
+			}
+		}
+	}
+	current := syscall.Umask(minimumUmask)
+	if current&minimumUmask != minimumUmask {
+		a.logger.WarnContext(ctx, "Current umask is too permissive; raising it",
+			slog.String("umask", fmt.Sprintf("%#04o", current)),
+			slog.String("new_umask", fmt.Sprintf("%#04o", current|minimumUmask)))
+	}
+	syscall.Umask(current | minimumUmask)
+	return nil
 }

@@ -2,14 +2,18 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
+
+	"github.com/neural-hive/hive-identity/internal/config"
 )
 
 // validateCommand is `spire-agent validate`: it loads the configuration the
-// way `run` would (same flags) and reports whether it is valid, without
-// starting anything.
+// way `run` does (same flags) and says whether the agent could start with
+// it: "SPIRE agent configuration file is valid." on stdout and exit 0, or
+// "SPIRE agent configuration file is invalid: <first problem>" on stderr
+// and exit 1, followed, when there are several problems, by each one with
+// its location. Warnings and unknown keys are logged as SPIRE logs them.
 type validateCommand struct {
 	e      *env
 	fs     *flag.FlagSet
@@ -32,22 +36,20 @@ func (c *validateCommand) help() string {
 	return flag.ErrHelp.Error()
 }
 
-func (c *validateCommand) run(_ context.Context, args []string) int {
-	err := c.fs.Parse(args)
-	if err == nil {
-		c.finish()
-		err = checkAgentConfig(c.flags)
+const invalidConfigPrefix = "SPIRE agent configuration file is invalid: "
+
+func (c *validateCommand) run(ctx context.Context, args []string) int {
+	if err := c.fs.Parse(args); err != nil {
+		_, _ = fmt.Fprintf(c.e.stderr, "%s%v\n", invalidConfigPrefix, err)
+		return exitFailure
 	}
+	c.finish()
+	_, logs, err := c.flags.load(ctx, c.e)
+	logs.close()
 	if err != nil {
-		_, _ = fmt.Fprintf(c.e.stderr, "SPIRE agent configuration file is invalid: %v\n", err)
+		_, _ = fmt.Fprint(c.e.stderr, config.FormatError(invalidConfigPrefix, err))
 		return exitFailure
 	}
 	c.e.printf("SPIRE agent configuration file is valid.\n")
 	return exitOK
-}
-
-// checkAgentConfig loads and validates the configuration named by f.
-func checkAgentConfig(f *runFlags) error {
-	_ = f
-	return errors.New("agent configuration parser is not available yet")
 }
