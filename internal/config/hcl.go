@@ -80,7 +80,14 @@ func readDocument(path, defaultPath string, opts LoadOptions, out any) (*documen
 
 // decodeDocument parses data as HCL into out and indexes its keys; name is
 // the file name used in locations.
-func decodeDocument(name, data string, out any) (*document, error) {
+func decodeDocument(name, data string, out any) (d *document, err error) {
+	// hcl v1 panics on some malformed input (an empty block where a string
+	// belongs); report it as a decoding error instead of crashing.
+	defer func() {
+		if r := recover(); r != nil {
+			d, err = nil, fmt.Errorf("malformed configuration: %v", r)
+		}
+	}()
 	file, err := hcl.Parse(data)
 	if err != nil {
 		return nil, err
@@ -88,7 +95,7 @@ func decodeDocument(name, data string, out any) (*document, error) {
 	if err := hcl.DecodeObject(out, file.Node); err != nil {
 		return nil, err
 	}
-	d := &document{path: name, where: map[string]Location{}}
+	d = &document{path: name, where: map[string]Location{}}
 	if list, ok := file.Node.(*ast.ObjectList); ok {
 		d.walkStruct(list, reflect.TypeOf(out).Elem(), "")
 	}
@@ -140,10 +147,9 @@ func (d *document) walkStruct(list *ast.ObjectList, t reflect.Type, path string)
 			})
 			continue
 		}
+		// A key written twice takes its last value, as hcl decodes it.
 		child := joinPath(path, name)
-		if _, seen := d.where[child]; !seen {
-			d.where[child] = d.loc(item.Keys[0].Pos())
-		}
+		d.where[child] = d.loc(item.Keys[0].Pos())
 		d.walkValue(itemValue(item), ft, child)
 	}
 }
@@ -170,9 +176,7 @@ func (d *document) walkValue(node ast.Node, t reflect.Type, path string) {
 				continue
 			}
 			child := joinPath(path, keyText(item.Keys[0]))
-			if _, seen := d.where[child]; !seen {
-				d.where[child] = d.loc(item.Keys[0].Pos())
-			}
+			d.where[child] = d.loc(item.Keys[0].Pos())
 			d.walkValue(itemValue(item), t.Elem(), child)
 		}
 	case reflect.Slice:
