@@ -1,0 +1,141 @@
+package sync
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"net/url"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	svidv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/svid/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+
+	"github.com/neural-hive/hive-identity/internal/agent/cache"
+)
+
+// DefaultBatchSize is the most CSRs sent in one BatchNewX509SVID call: the
+// signing rate limit per agent of SPIRE's server.
+const DefaultBatchSize = 500
+
+// csrRequest is one entry to sign, with the workload key generated for it.
+type csrRequest struct {
+	entry *cache.Entry
+	key   crypto.Signer
+	csr   []byte
+}
+
+// newCSRRequest generates a workload key (ECDSA P-256, SPIRE's default
+// workload key type) and a CSR for entry's SPIFFE ID.
+func newCSRRequest(entry *cache.Entry) (*csrRequest, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, wrapErr(err)
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+		Subject: pkix.Name{Country: []string{"US"}, Organization: []string{"SPIRE"}},
+		URIs:    []*url.URL{entry.SPIFFEID.URL()},
+	}, key)
+	if err != nil {
+		return nil, wrapErr(fmt.Errorf("make CSR for entry %q: %w", entry.ID, err))
+	}
+	return &csrRequest{entry: entry, key: key, csr: csr}, nil
+}
+
+// signStale signs a new X509-SVID for every entry the cache reports stale
+// at now, batchSize CSRs per BatchNewX509SVID call, most urgent first, and
+// stores each batch's SVIDs in the cache as it arrives. Entries the server
+// refuses are logged and retried at the next sync. It returns the number of
+// SVIDs signed.
+func (s *Syncer) signStale(ctx context.Context, now time.Time) (int, error) {
+	stale := s.cache.StaleEntries(now)
+	signed := 0
+	for len(stale) > 0 {
+		n := min(len(stale), s.batchSize)
+		batch := make([]*csrRequest, 0, n)
+		for _, st := range stale[:n] {
+			req, err := newCSRRequest(st.Entry)
+			if err != nil {
+				return signed, err
+			}
+			if st.SVIDExpiresAt.IsZero() {
+				s.log.Debug("Creating X509-SVID", "entry_id", st.Entry.ID, "spiffe_id", st.Entry.SPIFFEID.String())
+			} else {
+				s.log.Debug("Renewing X509-SVID", "entry_id", st.Entry.ID, "spiffe_id", st.Entry.SPIFFEID.String(), "expires_at", st.SVIDExpiresAt)
+			}
+			batch = append(batch, req)
+		}
+		stale = stale[n:]
+		svids, err := s.signBatch(ctx, batch)
+		if len(svids) > 0 {
+			s.cache.SetSVIDs(svids)
+			signed += len(svids)
+		}
+		if err != nil {
+			return signed, err
+		}
+	}
+	return signed, nil
+}
+
+// signBatch sends one BatchNewX509SVID call and returns the SVIDs signed,
+// by entry ID.
+func (s *Syncer) signBatch(ctx context.Context, batch []*csrRequest) (map[string]*cache.X509SVID, error) {
+	params := make([]*svidv1.NewX509SVIDParams, len(batch))
+	for i, r := range batch {
+		params[i] = &svidv1.NewX509SVIDParams{EntryId: r.entry.ID, Csr: r.csr}
+	}
+	var resp *svidv1.BatchNewX509SVIDResponse
+	err := s.client.call(ctx, func(ctx context.Context, cc grpc.ClientConnInterface) (err error) {
+		resp, err = svidv1.NewSVIDClient(cc).BatchNewX509SVID(ctx, &svidv1.BatchNewX509SVIDRequest{Params: params})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("batch new X509-SVID: %w", err)
+	}
+	results := resp.GetResults()
+	if len(results) != len(batch) {
+		return nil, wrapErr(fmt.Errorf("batch new X509-SVID: %d results for %d requests", len(results), len(batch)))
+	}
+	out := make(map[string]*cache.X509SVID, len(batch))
+	for i, r := range results {
+		req := batch[i]
+		if code := codes.Code(r.GetStatus().GetCode()); code != codes.OK {
+			s.log.Warn("Failed to mint X509-SVID", "entry_id", req.entry.ID, "status", code.String(), "error", r.GetStatus().GetMessage())
+			continue
+		}
+		chain, err := parseChain(r.GetSvid().GetCertChain())
+		if err != nil {
+			s.log.Warn("Received an invalid X509-SVID", "entry_id", req.entry.ID, "error", err)
+			continue
+		}
+		if err := checkWorkloadSVID(chain, req); err != nil {
+			s.log.Warn("Received an invalid X509-SVID", "entry_id", req.entry.ID, "error", err)
+			continue
+		}
+		out[req.entry.ID] = &cache.X509SVID{Chain: chain, Key: req.key, EntryRevision: req.entry.RevisionNumber}
+	}
+	return out, nil
+}
+
+// checkWorkloadSVID checks that the server certified the requested key for
+// the entry's SPIFFE ID.
+func checkWorkloadSVID(chain []*x509.Certificate, req *csrRequest) error {
+	id, err := x509svid.IDFromCert(chain[0])
+	if err != nil {
+		return err
+	}
+	if id != req.entry.SPIFFEID {
+		return fmt.Errorf("SVID is for %q, entry is for %q", id, req.entry.SPIFFEID)
+	}
+	if !samePublicKey(chain[0].PublicKey, req.key.Public()) {
+		return fmt.Errorf("SVID does not certify the workload key")
+	}
+	return nil
+}

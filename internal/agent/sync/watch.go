@@ -1,0 +1,64 @@
+package sync
+
+import (
+	"context"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/neural-hive/hive-identity/internal/push"
+)
+
+// watch triggers a sync on every revision the server pushes (Extension:
+// hive.push.v1 Watch). The server sends its current revision when the
+// stream opens, so a reconnection also syncs. A server without the
+// extension answers Unimplemented; the agent then polls every PollInterval,
+// as SPIRE's agent does. watch returns nil when ctx ends.
+func (s *Syncer) watch(ctx context.Context) error {
+	bo := newRetryBackoff(250*time.Millisecond, 10*time.Second, s.jitter)
+	for {
+		cc, gen := s.client.conn()
+		if cc == nil {
+			return nil
+		}
+		err := push.Watch(ctx, cc, func(rev int64) {
+			bo.reset()
+			s.log.Debug("Revision pushed", "revision", rev)
+			s.Trigger()
+		})
+		if ctx.Err() != nil {
+			return nil
+		}
+		switch status.Code(err) {
+		case codes.Unimplemented:
+			s.log.Info("Server does not push changes; polling", "interval", s.poll)
+			return s.pollLoop(ctx)
+		case codes.PermissionDenied:
+			// Let the sync loop meet the refusal and act on it.
+			s.Trigger()
+		}
+		if s.client.generation() != gen {
+			continue // the connection was replaced after a renewal
+		}
+		d := bo.next()
+		s.log.Debug("Push stream ended; reconnecting", "error", err, "retry_in", d)
+		if !sleep(ctx, d) {
+			return nil
+		}
+	}
+}
+
+// pollLoop triggers a sync every PollInterval until ctx ends.
+func (s *Syncer) pollLoop(ctx context.Context) error {
+	ticker := time.NewTicker(s.poll)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ticker.C:
+			s.Trigger()
+		}
+	}
+}
