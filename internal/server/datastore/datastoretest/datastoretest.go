@@ -142,4 +142,5 @@ func Run(t *testing.T, open func(tb testing.TB) *datastore.Store) {
 	t.Run("Federation", func(t *testing.T) { testFederation(t, open) })
 	t.Run("CAJournal", func(t *testing.T) { testCAJournal(t, open) })
 	t.Run("Changes", func(t *testing.T) { testChanges(t, open) })
+	t.Run("ChangesUnderConcurrency", func(t *testing.T) { testChangesUnderConcurrency(t, open) })
 }
