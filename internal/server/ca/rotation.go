@@ -127,6 +127,11 @@ func (c *CA) rotateLocked(ctx context.Context, now time.Time) error {
 	x509Err := c.rotateX509(ctx, now)
 	if x509Err != nil {
 		c.log.Error("Unable to rotate X509 CA", "error", x509Err)
+		if c.x509Cur == nil {
+			// As SPIRE: without an X.509 CA the server cannot work; do not
+			// create a JWT key either.
+			return x509Err
+		}
 	}
 	jwtErr := c.rotateJWT(ctx, now)
 	if jwtErr != nil {
