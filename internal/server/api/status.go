@@ -149,3 +149,12 @@ func StoreCode(err error) codes.Code {
 	}
 	return codes.Internal
 }
+
+// ReadCode is the code of a failed read (list, count): InvalidArgument when
+// the store refused the request as malformed, Internal otherwise.
+func ReadCode(err error) codes.Code {
+	if errors.Is(err, datastore.ErrInvalidArgument) {
+		return codes.InvalidArgument
+	}
+	return codes.Internal
+}

@@ -144,7 +144,7 @@ func (s *Service) CountAgents(ctx context.Context, req *agentv1.CountAgentsReque
 	}
 	n, err := s.store.CountAttestedNodes(ctx, lr)
 	if err != nil {
-		return nil, api.MakeErr(log, codes.Internal, "failed to count agents", err)
+		return nil, api.MakeErr(log, api.ReadCode(err), "failed to count agents", err)
 	}
 	return &agentv1.CountAgentsResponse{Count: n}, nil
 }
@@ -169,10 +169,7 @@ func (s *Service) ListAgents(ctx context.Context, req *agentv1.ListAgentsRequest
 	lr.Pagination = api.Pagination(req.PageSize, req.PageToken)
 	nodes, next, err := s.store.ListAttestedNodes(ctx, lr)
 	if err != nil {
-		if api.StoreCode(err) == codes.InvalidArgument {
-			return nil, api.MakeErr(log, codes.InvalidArgument, "failed to list agents", err)
-		}
-		return nil, api.MakeErr(log, codes.Internal, "failed to list agents", err)
+		return nil, api.MakeErr(log, api.ReadCode(err), "failed to list agents", err)
 	}
 	resp := &agentv1.ListAgentsResponse{NextPageToken: next, Agents: make([]*types.Agent, 0, len(nodes))}
 	for _, n := range nodes {

@@ -153,10 +153,7 @@ func (s *Service) ListFederatedBundles(ctx context.Context, req *bundlev1.ListFe
 	log := api.Logger(ctx)
 	bundles, next, err := s.store.ListBundles(ctx, api.Pagination(req.PageSize, req.PageToken))
 	if err != nil {
-		if api.StoreCode(err) == codes.InvalidArgument {
-			return nil, api.MakeErr(log, codes.InvalidArgument, "failed to list bundles", err)
-		}
-		return nil, api.MakeErr(log, codes.Internal, "failed to list bundles", err)
+		return nil, api.MakeErr(log, api.ReadCode(err), "failed to list bundles", err)
 	}
 	resp := &bundlev1.ListFederatedBundlesResponse{NextPageToken: next}
 	for _, b := range bundles {

@@ -157,7 +157,7 @@ func (s *Service) CountEntries(ctx context.Context, req *entryv1.CountEntriesReq
 	}
 	n, err := s.store.CountEntries(ctx, lr)
 	if err != nil {
-		return nil, api.MakeErr(log, codes.Internal, "failed to count entries", err)
+		return nil, api.MakeErr(log, api.ReadCode(err), "failed to count entries", err)
 	}
 	return &entryv1.CountEntriesResponse{Count: n}, nil
 }
@@ -186,10 +186,7 @@ func (s *Service) ListEntries(ctx context.Context, req *entryv1.ListEntriesReque
 	lr.Pagination = api.Pagination(req.PageSize, req.PageToken)
 	entries, next, err := s.store.ListEntries(ctx, lr)
 	if err != nil {
-		if api.StoreCode(err) == codes.InvalidArgument {
-			return nil, api.MakeErr(log, codes.InvalidArgument, "failed to list entries", err)
-		}
-		return nil, api.MakeErr(log, codes.Internal, "failed to list entries", err)
+		return nil, api.MakeErr(log, api.ReadCode(err), "failed to list entries", err)
 	}
 	resp := &entryv1.ListEntriesResponse{NextPageToken: next, Entries: make([]*types.Entry, 0, len(entries))}
 	for _, e := range entries {

@@ -82,10 +82,7 @@ func (s *Service) ListFederationRelationships(ctx context.Context, req *trustdom
 	log := api.Logger(ctx)
 	frs, next, err := s.store.ListFederationRelationships(ctx, api.Pagination(req.PageSize, req.PageToken))
 	if err != nil {
-		if api.StoreCode(err) == codes.InvalidArgument {
-			return nil, api.MakeErr(log, codes.InvalidArgument, "failed to list federation relationships", err)
-		}
-		return nil, api.MakeErr(log, codes.Internal, "failed to list federation relationships", err)
+		return nil, api.MakeErr(log, api.ReadCode(err), "failed to list federation relationships", err)
 	}
 	resp := &trustdomainv1.ListFederationRelationshipsResponse{NextPageToken: next, FederationRelationships: make([]*types.FederationRelationship, 0, len(frs))}
 	for _, fr := range frs {
