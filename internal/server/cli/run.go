@@ -38,12 +38,12 @@ func setupRun(fs *flag.FlagSet, e *env) func(ctx context.Context) int {
 			return 1
 		}
 		logger := loaded.logger
-		setUmask(ctx, logger)
 		cfg, err := serverConfig(ctx, loaded.cfg, logger, loaded.level)
 		if err != nil {
 			_ = e.errorf("%v\n", err)
 			return 1
 		}
+		setUmask(ctx, logger)
 		if err := runServer(ctx, cfg); err != nil {
 			logger.ErrorContext(ctx, "Server crashed", slog.Any("error", err))
 			return 1
