@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
@@ -104,7 +105,7 @@ func bundleSetFlags(fs *flag.FlagSet, e *env) apiAction {
 		if *path == "" {
 			data, err = io.ReadAll(e.stdin)
 		} else {
-			data, err = readInput(nil, *path)
+			data, err = os.ReadFile(*path)
 		}
 		if err != nil {
 			return fmt.Errorf("unable to load bundle data: %w", err)

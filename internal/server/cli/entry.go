@@ -101,71 +101,90 @@ func toInt32(v int) (int32, error) {
 	return int32(v), nil
 }
 
+// entry builds the entry the flags describe, once the required flags are
+// checked; parse order is SPIRE's (its first error is the one reported).
+func (f *entryFields) entry(fs *flag.FlagSet, id string, parentID, spiffeID *types.SPIFFEID) (*types.Entry, error) {
+	x509TTL, jwtTTL, err := f.ttls(fs)
+	if err != nil {
+		return nil, err
+	}
+	selectors, err := parseSelectors(f.selectors)
+	if err != nil {
+		return nil, err
+	}
+	return &types.Entry{
+		Id:            id,
+		ParentId:      parentID,
+		SpiffeId:      spiffeID,
+		Downstream:    *f.downstream,
+		ExpiresAt:     *f.entryExpiry,
+		DnsNames:      f.dnsNames,
+		StoreSvid:     *f.storeSVID,
+		X509SvidTtl:   x509TTL,
+		JwtSvidTtl:    jwtTTL,
+		Hint:          *f.hint,
+		Selectors:     selectors,
+		FederatesWith: f.federatesWith,
+		Admin:         *f.admin,
+	}, nil
+}
+
+// checkTTLs refuses negative TTLs, after the other required flags.
+func (f *entryFields) checkTTLs() error {
+	if *f.x509SVIDTTL < 0 {
+		return errors.New("a positive x509-SVID TTL is required")
+	}
+	if *f.jwtSVIDTTL < 0 {
+		return errors.New("a positive JWT-SVID TTL is required")
+	}
+	return nil
+}
+
 func entryCreateFlags(fs *flag.FlagSet, e *env) apiAction {
 	f := addEntryFields(fs)
 	entryID := fs.String("entryID", "", "ID to give the entry instead of a generated one")
 	node := fs.Bool("node", false, "Makes a node alias entry, parented to the server, that matches agents instead of workloads")
-	return func(ctx context.Context, c *client) error {
-		var entries []*types.Entry
+	build := func() ([]*types.Entry, error) {
 		if *f.data != "" {
-			var err error
-			if entries, err = readEntryFile(e.stdin, *f.data); err != nil {
-				return err
+			return readEntryFile(e.stdin, *f.data)
+		}
+		switch {
+		case len(f.selectors) < 1:
+			return nil, errors.New("at least one selector is required")
+		case *node && len(f.federatesWith) > 0:
+			return nil, errors.New("node entries can not federate")
+		case *f.parentID == "" && !*node:
+			return nil, errors.New("a parent ID is required if the node flag is not set")
+		case *f.spiffeID == "":
+			return nil, errors.New("a SPIFFE ID is required")
+		}
+		if err := f.checkTTLs(); err != nil {
+			return nil, err
+		}
+		spiffeID, err := protoID(*f.spiffeID)
+		if err != nil {
+			return nil, err
+		}
+		// A node alias entry is parented to the server; -parentID is ignored.
+		parentID := &types.SPIFFEID{TrustDomain: spiffeID.TrustDomain, Path: "/spire/server"}
+		if !*node {
+			if parentID, err = protoID(*f.parentID); err != nil {
+				return nil, err
 			}
-		} else {
-			switch {
-			case len(f.selectors) < 1:
-				return errors.New("at least one selector is required")
-			case *node && len(f.federatesWith) > 0:
-				return errors.New("node entries can not federate")
-			case *f.parentID == "" && !*node:
-				return errors.New("a parent ID is required if the node flag is not set")
-			case *f.spiffeID == "":
-				return errors.New("a SPIFFE ID is required")
-			case *f.x509SVIDTTL < 0:
-				return errors.New("a positive x509-SVID TTL is required")
-			case *f.jwtSVIDTTL < 0:
-				return errors.New("a positive JWT-SVID TTL is required")
-			}
-			spiffeID, err := protoID(*f.spiffeID)
-			if err != nil {
-				return err
-			}
-			parentID := &types.SPIFFEID{TrustDomain: spiffeID.TrustDomain, Path: "/spire/server"}
-			if !*node {
-				if parentID, err = protoID(*f.parentID); err != nil {
-					return err
-				}
-			}
-			x509TTL, jwtTTL, err := f.ttls(fs)
-			if err != nil {
-				return err
-			}
-			selectors, err := parseSelectors(f.selectors)
-			if err != nil {
-				return err
-			}
-			entries = []*types.Entry{{
-				Id:            *entryID,
-				ParentId:      parentID,
-				SpiffeId:      spiffeID,
-				Downstream:    *f.downstream,
-				ExpiresAt:     *f.entryExpiry,
-				DnsNames:      f.dnsNames,
-				StoreSvid:     *f.storeSVID,
-				X509SvidTtl:   x509TTL,
-				JwtSvidTtl:    jwtTTL,
-				Hint:          *f.hint,
-				Selectors:     selectors,
-				FederatesWith: f.federatesWith,
-				Admin:         *f.admin,
-			}}
+		}
+		entry, err := f.entry(fs, *entryID, parentID, spiffeID)
+		return []*types.Entry{entry}, err
+	}
+	return func(ctx context.Context, c *client) error {
+		entries, err := build()
+		if err != nil {
+			return err
 		}
 		resp, err := c.entry().BatchCreateEntry(ctx, &entryv1.BatchCreateEntryRequest{Entries: entries})
 		if err != nil {
 			return err
 		}
-		// A failed result carries the entry as it was sent.
+		// A failed result shows the entry as it was sent.
 		for i, r := range resp.Results {
 			if r.GetStatus().GetCode() != int32(codes.OK) && i < len(entries) {
 				r.Entry = entries[i]
@@ -174,83 +193,47 @@ func entryCreateFlags(fs *flag.FlagSet, e *env) apiAction {
 		if f.output.json {
 			return printProto(e.stdout, resp)
 		}
-		failed := 0
-		for _, r := range resp.Results {
-			if r.GetStatus().GetCode() == int32(codes.OK) {
-				printEntry(e.stdout, r.Entry)
-			}
-		}
-		for _, r := range resp.Results {
-			if code := r.GetStatus().GetCode(); code != int32(codes.OK) {
-				failed++
-				_ = e.errorf("Failed to create the following entry (code: %s, msg: %q):\n", codes.Code(code), r.Status.Message)
-				printEntry(e.stderr, r.Entry)
-			}
-		}
-		if failed > 0 {
-			return errors.New("failed to create one or more entries")
-		}
-		return nil
+		return printEntryResults(e, "create", resp.Results)
 	}
 }
 
 func entryUpdateFlags(fs *flag.FlagSet, e *env) apiAction {
 	f := addEntryFields(fs)
 	entryID := fs.String("entryID", "", "ID of the entry to replace")
-	return func(ctx context.Context, c *client) error {
-		var entries []*types.Entry
+	build := func() ([]*types.Entry, error) {
 		if *f.data != "" {
-			var err error
-			if entries, err = readEntryFile(e.stdin, *f.data); err != nil {
-				return err
-			}
-		} else {
-			switch {
-			case *entryID == "":
-				return errors.New("entry ID is required")
-			case len(f.selectors) < 1:
-				return errors.New("at least one selector is required")
-			case *f.parentID == "":
-				return errors.New("a parent ID is required")
-			case *f.spiffeID == "":
-				return errors.New("a SPIFFE ID is required")
-			case *f.x509SVIDTTL < 0:
-				return errors.New("a positive x509-SVID TTL is required")
-			case *f.jwtSVIDTTL < 0:
-				return errors.New("a positive JWT-SVID TTL is required")
-			}
-			parentID, err := protoID(*f.parentID)
-			if err != nil {
-				return err
-			}
-			spiffeID, err := protoID(*f.spiffeID)
-			if err != nil {
-				return err
-			}
-			x509TTL, jwtTTL, err := f.ttls(fs)
-			if err != nil {
-				return err
-			}
-			selectors, err := parseSelectors(f.selectors)
-			if err != nil {
-				return err
-			}
-			entries = []*types.Entry{{
-				Id:            *entryID,
-				ParentId:      parentID,
-				SpiffeId:      spiffeID,
-				Downstream:    *f.downstream,
-				ExpiresAt:     *f.entryExpiry,
-				DnsNames:      f.dnsNames,
-				X509SvidTtl:   x509TTL,
-				JwtSvidTtl:    jwtTTL,
-				Hint:          *f.hint,
-				Selectors:     selectors,
-				FederatesWith: f.federatesWith,
-				Admin:         *f.admin,
-				StoreSvid:     *f.storeSVID,
-			}}
+			return readEntryFile(e.stdin, *f.data)
 		}
+		switch {
+		case *entryID == "":
+			return nil, errors.New("entry ID is required")
+		case len(f.selectors) < 1:
+			return nil, errors.New("at least one selector is required")
+		case *f.parentID == "":
+			return nil, errors.New("a parent ID is required")
+		case *f.spiffeID == "":
+			return nil, errors.New("a SPIFFE ID is required")
+		}
+		if err := f.checkTTLs(); err != nil {
+			return nil, err
+		}
+		parentID, err := protoID(*f.parentID)
+		if err != nil {
+			return nil, err
+		}
+		spiffeID, err := protoID(*f.spiffeID)
+		if err != nil {
+			return nil, err
+		}
+		entry, err := f.entry(fs, *entryID, parentID, spiffeID)
+		return []*types.Entry{entry}, err
+	}
+	return func(ctx context.Context, c *client) error {
+		entries, err := build()
+		if err != nil {
+			return err
+		}
+		// Like SPIRE, no mask: the whole entry is replaced.
 		resp, err := c.entry().BatchUpdateEntry(ctx, &entryv1.BatchUpdateEntryRequest{Entries: entries})
 		if err != nil {
 			return err
@@ -263,24 +246,37 @@ func entryUpdateFlags(fs *flag.FlagSet, e *env) apiAction {
 		if f.output.json {
 			return printProto(e.stdout, resp)
 		}
-		failed := 0
-		for _, r := range resp.Results {
-			if r.GetStatus().GetCode() == int32(codes.OK) {
-				printEntry(e.stdout, r.Entry)
-			}
-		}
-		for _, r := range resp.Results {
-			if code := r.GetStatus().GetCode(); code != int32(codes.OK) {
-				failed++
-				_ = e.errorf("Failed to update the following entry (code: %s, msg: %q):\n", codes.Code(code), r.Status.Message)
-				printEntry(e.stderr, r.Entry)
-			}
-		}
-		if failed > 0 {
-			return errors.New("failed to update one or more entries")
-		}
-		return nil
+		return printEntryResults(e, "update", resp.Results)
 	}
+}
+
+// entryResult is a result of BatchCreateEntry or BatchUpdateEntry.
+type entryResult interface {
+	GetStatus() *types.Status
+	GetEntry() *types.Entry
+}
+
+// printEntryResults prints the entries that succeeded on stdout, then each
+// failure on stderr, and fails when one failed (pretty output only: JSON
+// prints everything and succeeds).
+func printEntryResults[R entryResult](e *env, verb string, results []R) error {
+	failed := 0
+	for _, r := range results {
+		if r.GetStatus().GetCode() == int32(codes.OK) {
+			printEntry(e.stdout, r.GetEntry())
+		}
+	}
+	for _, r := range results {
+		if code := r.GetStatus().GetCode(); code != int32(codes.OK) {
+			failed++
+			_ = e.errorf("Failed to %s the following entry (code: %s, msg: %q):\n", verb, codes.Code(code), r.GetStatus().GetMessage())
+			printEntry(e.stderr, r.GetEntry())
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("failed to %s one or more entries", verb)
+	}
+	return nil
 }
 
 func entryDeleteFlags(fs *flag.FlagSet, e *env) apiAction {

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	trustdomainv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/trustdomain/v1"
@@ -76,7 +77,7 @@ func (c *relationshipConfig) proto() (*types.FederationRelationship, error) {
 	}
 	switch {
 	case c.TrustDomainBundlePath != "":
-		data, err := readInput(nil, c.TrustDomainBundlePath)
+		data, err := os.ReadFile(c.TrustDomainBundlePath)
 		if err != nil {
 			return nil, fmt.Errorf("cannot read bundle file: %w", err)
 		}
