@@ -112,8 +112,8 @@ func (ca *CA) SVIDFor(tb testing.TB, e *cache.Entry) *cache.X509SVID {
 	return svid
 }
 
-// SignJWT signs claims with the CA's JWT key (ES256, kid, typ JWT). opts
-// may add headers; nil uses the defaults.
+// SignJWT signs claims with the CA's JWT key (ES256, kid, typ JWT unless
+// opts sets another typ). opts may add headers; nil uses the defaults.
 func (ca *CA) SignJWT(tb testing.TB, claims map[string]any, opts *jose.SignerOptions) string {
 	tb.Helper()
 	tok, err := signJWT(ca.JWTKey, ca.JWTKeyID, claims, opts)
@@ -139,7 +139,9 @@ func signJWT(key crypto.Signer, kid string, claims map[string]any, opts *jose.Si
 	if opts == nil {
 		opts = &jose.SignerOptions{}
 	}
-	opts = opts.WithType("JWT")
+	if _, ok := opts.ExtraHeaders[jose.HeaderType]; !ok {
+		opts = opts.WithType("JWT")
+	}
 	signer, err := jose.NewSigner(jose.SigningKey{
 		Algorithm: jose.ES256,
 		Key:       jose.JSONWebKey{Key: key, KeyID: kid},
