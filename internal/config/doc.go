@@ -15,6 +15,14 @@
 // *Error, ordered as SPIRE checks them so that the first one is the error SPIRE
 // itself would report.
 //
+// Extension: SPIRE reports only its first problem, ignores unknown keys in
+// several blocks (telemetry, experimental, federation, sds, plugin_data) and
+// checks plugins only when the server starts; Check reports all of these.
+// Keys SPIRE accepts but hive-identity does not implement are accepted with
+// a warning (Server.Warnings, Agent.Warnings) rather than silently ignored;
+// external plugins (plugin_cmd) and telemetry sinks other than Prometheus
+// are refused.
+//
 // The package does not start anything, open sockets or read environment
 // variables by itself: the server CLI converts [Server] into the server's
 // runtime Config, and the agent CLI consumes [Agent].

@@ -17,9 +17,15 @@ const validateSynopsis = "Checks a server configuration file without starting th
 // way run does (same flags) and says whether the server could start with it.
 // Output as SPIRE 1.13: "SPIRE server configuration file is valid." on
 // stdout and exit 0, or "SPIRE server configuration file is invalid: <first
-// problem>" on stderr and exit 1, followed, when there are several problems,
-// by each one with its location. Warnings and unknown keys are logged to
+// problem>" on stderr and exit 1. Warnings and unknown keys are logged to
 // stdout (or log_file) as SPIRE logs them.
+//
+// Extension: SPIRE stops at the first problem; when a file has several, the
+// SPIRE line is followed by every problem with its location
+// ("  server.conf:9:5: could not parse ..."), and the "Unknown configuration
+// detected" log line carries the keys' positions (positions=6:5). Plugins,
+// plugin_data, health_checks and telemetry are checked too, which SPIRE's
+// validate leaves to the server's start.
 func setupValidate(fs *flag.FlagSet, e *env) func(ctx context.Context) int {
 	flags := registerServerFlags(fs)
 	return func(ctx context.Context) int {

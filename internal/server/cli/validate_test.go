@@ -11,21 +11,31 @@ import (
 	"testing"
 )
 
-// configRefDir is the SPIRE 1.13.3 capture; the validate/run captures were
+// configRefDir holds the part of the SPIRE 1.13.3 capture that concerns
+// configuration (kept by the config package); the validate/run captures were
 // made from $RUN with these files under it.
-const configRefDir = "/work/shared/spire-reference"
+const configRefDir = "../../config/testdata/spire-reference"
+
+// configRef returns the absolute path of a file under configRefDir, usable
+// after the test changed directory.
+func configRef(t *testing.T, rel string) string {
+	t.Helper()
+	abs, err := filepath.Abs(filepath.Join(configRefDir, rel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return abs
+}
 
 // setupConfigRun lays out $RUN as the capture had it (server/server.conf and
 // inputs/configs/*.conf, with $RUN replaced) and makes it the working
 // directory; it returns $RUN.
 func setupConfigRun(t *testing.T) string {
 	t.Helper()
-	if _, err := os.Stat(configRefDir); err != nil {
-		t.Skipf("SPIRE reference material not available: %v", err)
-	}
+	ref := configRef(t, ".")
 	dir := t.TempDir()
 	copyRef := func(from, to string) {
-		raw, err := os.ReadFile(filepath.Join(configRefDir, from))
+		raw, err := os.ReadFile(filepath.Join(ref, from))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -38,12 +48,12 @@ func setupConfigRun(t *testing.T) string {
 		}
 	}
 	copyRef("config/server.conf", "server/server.conf")
-	confs, err := filepath.Glob(filepath.Join(configRefDir, "outputs/inputs/configs/server-*.conf"))
+	confs, err := filepath.Glob(filepath.Join(ref, "outputs/inputs/configs/server-*.conf"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range confs {
-		copyRef(strings.TrimPrefix(c, configRefDir+"/"), filepath.Join("inputs/configs", filepath.Base(c)))
+		copyRef(strings.TrimPrefix(c, ref+"/"), filepath.Join("inputs/configs", filepath.Base(c)))
 	}
 	t.Chdir(dir)
 	return dir
@@ -81,9 +91,10 @@ func TestValidateAndRunGolden(t *testing.T) {
 		"server_run_unknown_key",
 	} {
 		t.Run(name, func(t *testing.T) {
+			outputs := configRef(t, "outputs")
 			dir := setupConfigRun(t)
 			read := func(ext string) string {
-				raw, err := os.ReadFile(filepath.Join(configRefDir, "outputs", name+"."+ext))
+				raw, err := os.ReadFile(filepath.Join(outputs, name+"."+ext))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -209,15 +220,10 @@ func TestValidateLogFile(t *testing.T) {
 	}
 }
 
-func TestValidateHelp(t *testing.T) {
-	_, stderr, code := runConfigCLI(t.Context(), "validate", "-h")
-	if code != 0 {
-		t.Fatalf("exit = %d", code)
-	}
-	raw, err := os.ReadFile(filepath.Join(configRefDir, "help/spire-server_validate.txt"))
-	if err != nil {
-		t.Skip(err)
-	}
+// TestRunAndValidateHelp checks the flags of run and validate against SPIRE's
+// -h output: same names, types and defaults, in the same order (the
+// descriptions are ours).
+func TestRunAndValidateHelp(t *testing.T) {
 	flagLines := func(s string) []string {
 		var out []string
 		for _, l := range strings.Split(s, "\n") {
@@ -227,10 +233,22 @@ func TestValidateHelp(t *testing.T) {
 		}
 		return out
 	}
-	if got, want := flagLines(stderr), flagLines(string(raw)); strings.Join(got, "\n") != strings.Join(want, "\n") {
-		t.Fatalf("flags:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-	}
-	if !strings.HasPrefix(stderr, "Usage of validate:\n") || !strings.HasSuffix(stderr, "flag: help requested\n") {
-		t.Fatalf("help layout: %q", stderr)
+	for _, cmd := range []string{"run", "validate"} {
+		t.Run(cmd, func(t *testing.T) {
+			_, stderr, code := runConfigCLI(t.Context(), cmd, "-h")
+			if code != 0 {
+				t.Fatalf("exit = %d", code)
+			}
+			raw, err := os.ReadFile(filepath.Join(configRefDir, "help/spire-server_"+cmd+".txt"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := flagLines(stderr), flagLines(string(raw)); strings.Join(got, "\n") != strings.Join(want, "\n") {
+				t.Fatalf("flags:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+			if !strings.HasPrefix(stderr, "Usage of "+cmd+":\n") || !strings.HasSuffix(stderr, "flag: help requested\n") {
+				t.Fatalf("help layout: %q", stderr)
+			}
+		})
 	}
 }
