@@ -19,14 +19,16 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/neural-hive/hive-identity/internal/server/datastore"
+	"github.com/neural-hive/hive-identity/internal/server/datastore/datastoretest"
 )
 
 var testTD = spiffeid.RequireTrustDomainFromString("example.org")
 
-// newTestStore returns the store the CA tests run on.
+// newTestStore returns the store the CA tests run on: the real datastore
+// on SQLite in a temp dir (STYLE X3).
 func newTestStore(tb testing.TB) Store {
 	tb.Helper()
-	return newMemStore()
+	return datastoretest.OpenSQLite(tb)
 }
 
 // testClock is a settable clock.

@@ -181,7 +181,7 @@ func TestSignJWTSVID_Refusals(t *testing.T) {
 		})
 	}
 	t.Run("fail/before Init", func(t *testing.T) {
-		c, err := New(Config{TrustDomain: testTD, KeyManager: NewMemoryKeyManager(), Store: newMemStore()})
+		c, err := New(Config{TrustDomain: testTD, KeyManager: NewMemoryKeyManager(), Store: newTestStore(t)})
 		requireNoError(t, err)
 		_, err = c.SignJWTSVID(context.Background(), JWTSVIDParams{SPIFFEID: mustID(t, "spiffe://example.org/w"), Audience: []string{"a"}})
 		requireErr(t, err, ErrNoActiveAuthority, "JWT key is not available for signing")

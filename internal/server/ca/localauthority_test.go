@@ -266,7 +266,7 @@ func TestLocalAuthority_Failures(t *testing.T) {
 // TestLocalAuthority_BeforeInit: every operation says the server is
 // initializing (Unavailable) until Init.
 func TestLocalAuthority_BeforeInit(t *testing.T) {
-	c, err := New(Config{TrustDomain: testTD, KeyManager: NewMemoryKeyManager(), Store: newMemStore()})
+	c, err := New(Config{TrustDomain: testTD, KeyManager: NewMemoryKeyManager(), Store: newTestStore(t)})
 	requireNoError(t, err)
 	ctx := context.Background()
 	for name, op := range map[string]func() (*AuthorityInfo, error){

@@ -55,7 +55,7 @@ func TestThresholds(t *testing.T) {
 // expire, and Run returns nil when cancelled.
 func TestRun_Rotation(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		store := newMemStore()
+		store := newTestStore(t)
 		c, err := New(Config{TrustDomain: testTD, KeyManager: NewMemoryKeyManager(), Store: store, CATTL: time.Hour})
 		requireNoError(t, err)
 		ctx, cancel := context.WithCancel(t.Context())

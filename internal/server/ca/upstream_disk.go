@@ -19,7 +19,8 @@ import (
 // upstream root. The trust bundle then holds the upstream roots, not our CA.
 //
 // With bundle_file_path unset, the certificate file must hold exactly one
-// self-signed CA certificate, which is the root. With it set, the certificate
+// CA certificate, which becomes the trust anchor (normally self-signed; as
+// in SPIRE, a lone intermediate is accepted as its own anchor). With it set, the certificate
 // file holds the signing certificate first and then any intermediates, and
 // the bundle file holds the roots they chain to. The files are read again
 // each time a CA is signed, so they can be replaced without a restart; if a
@@ -154,7 +155,7 @@ func (u *UpstreamDisk) load() (*upstreamMaterial, error) {
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
 	}); err != nil {
 		if u.bundleFile == "" {
-			return nil, fmt.Errorf("ca: upstream authority: certificate in %q is not self-signed and bundle_file_path is not set: %w", u.certFile, err)
+			return nil, fmt.Errorf("ca: upstream authority: certificate in %q does not verify: %w", u.certFile, err)
 		}
 		return nil, fmt.Errorf("ca: upstream authority: certificate in %q does not chain to the bundle in %q: %w", u.certFile, u.bundleFile, err)
 	}

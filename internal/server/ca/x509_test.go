@@ -287,7 +287,7 @@ func TestSignX509SVID_Refusals(t *testing.T) {
 		}
 	})
 	t.Run("fail/before Init", func(t *testing.T) {
-		c, err := New(Config{TrustDomain: testTD, KeyManager: NewMemoryKeyManager(), Store: newMemStore()})
+		c, err := New(Config{TrustDomain: testTD, KeyManager: NewMemoryKeyManager(), Store: newTestStore(t)})
 		requireNoError(t, err)
 		_, err = c.SignX509SVID(context.Background(), X509SVIDParams{SPIFFEID: mustID(t, "spiffe://example.org/w"), PublicKey: &key.PublicKey})
 		requireErr(t, err, ErrNoActiveAuthority, "X509 CA is not available for signing")
@@ -432,7 +432,7 @@ func TestNew_Refusals(t *testing.T) {
 	td255 := spiffeid.RequireTrustDomainFromString(strings.Repeat("a", 251) + ".org")
 	td256 := spiffeid.RequireTrustDomainFromString(strings.Repeat("a", 252) + ".org")
 	base := func() Config {
-		return Config{TrustDomain: testTD, KeyManager: NewMemoryKeyManager(), Store: newMemStore()}
+		return Config{TrustDomain: testTD, KeyManager: NewMemoryKeyManager(), Store: newTestStore(t)}
 	}
 	for _, tt := range []struct {
 		name string
