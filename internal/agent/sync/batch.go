@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"fmt"
@@ -31,10 +32,28 @@ type csrRequest struct {
 	csr   []byte
 }
 
-// newCSRRequest generates a workload key (ECDSA P-256, SPIRE's default
-// workload key type) and a CSR for entry's SPIFFE ID.
-func newCSRRequest(entry *cache.Entry) (*csrRequest, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+// Workload key types (agent workload_x509_svid_key_type).
+const (
+	KeyTypeECP256  = "ec-p256"
+	KeyTypeRSA2048 = "rsa-2048"
+)
+
+// newWorkloadKey generates a workload private key of keyType.
+func newWorkloadKey(keyType string) (crypto.Signer, error) {
+	switch keyType {
+	case KeyTypeECP256, "":
+		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	case KeyTypeRSA2048:
+		return rsa.GenerateKey(rand.Reader, 2048)
+	default:
+		return nil, fmt.Errorf("unknown workload key type %q", keyType)
+	}
+}
+
+// newCSRRequest generates a workload key of keyType and a CSR for entry's
+// SPIFFE ID.
+func newCSRRequest(entry *cache.Entry, keyType string) (*csrRequest, error) {
+	key, err := newWorkloadKey(keyType)
 	if err != nil {
 		return nil, wrapErr(err)
 	}
@@ -60,7 +79,7 @@ func (s *Syncer) signStale(ctx context.Context, now time.Time) (int, error) {
 		n := min(len(stale), s.batchSize)
 		batch := make([]*csrRequest, 0, n)
 		for _, st := range stale[:n] {
-			req, err := newCSRRequest(st.Entry)
+			req, err := newCSRRequest(st.Entry, s.keyType)
 			if err != nil {
 				return signed, err
 			}

@@ -2,6 +2,7 @@ package sync_test
 
 import (
 	"context"
+	"crypto/rsa"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -47,6 +48,7 @@ type agentOpts struct {
 	syncInterval time.Duration
 	batchSize    int
 	initTimeout  time.Duration
+	keyType      string
 }
 
 // newAgent builds and initializes an agent against srv (Init included).
@@ -101,12 +103,13 @@ func newAgent(t *testing.T, srv *servertest.Server, o agentOpts) (*agent, error)
 		return &agent{client: client, store: store, logs: logs}, err
 	}
 	syncer, err := sync.NewSyncer(sync.SyncerConfig{
-		Client:       client,
-		Cache:        c,
-		Logger:       log,
-		PollInterval: o.pollInterval,
-		SyncInterval: o.syncInterval,
-		BatchSize:    o.batchSize,
+		Client:          client,
+		Cache:           c,
+		Logger:          log,
+		PollInterval:    o.pollInterval,
+		SyncInterval:    o.syncInterval,
+		BatchSize:       o.batchSize,
+		WorkloadKeyType: o.keyType,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -706,4 +709,28 @@ func sorted(s []string) []string {
 	s = slices.Clone(s)
 	slices.Sort(s)
 	return s
+}
+
+func TestWorkloadKeyType(t *testing.T) {
+	srv := servertest.New(t, td, servertest.Options{})
+	srv.AddJoinToken("tok")
+	srv.SetEntries(servertest.Entry("e1", td, "/w1", "unix:uid:1000"))
+	a, err := newAgent(t, srv, agentOpts{token: "tok", keyType: sync.KeyTypeRSA2048})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.run(t)
+	u := waitFor(t, a.cache, uid1000, hasIDs("e1"))
+	chain, err := u.Identities[0].SVID.Certificates()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := chain[0].PublicKey.(*rsa.PublicKey); !ok {
+		t.Fatalf("workload key is %T, want RSA", chain[0].PublicKey)
+	}
+
+	_, err = sync.NewSyncer(sync.SyncerConfig{Client: a.client, Cache: a.cache, WorkloadKeyType: "ec-p999"})
+	if err == nil || !strings.Contains(err.Error(), `unknown workload key type "ec-p999"`) {
+		t.Fatalf("NewSyncer with a bad key type = %v", err)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"slices"
@@ -63,6 +64,9 @@ type SyncerConfig struct {
 	// BatchSize bounds the CSRs of one BatchNewX509SVID call. Zero:
 	// DefaultBatchSize.
 	BatchSize int
+	// WorkloadKeyType is the key type of workload X509-SVIDs: KeyTypeECP256
+	// (the default when empty) or KeyTypeRSA2048.
+	WorkloadKeyType string
 }
 
 // Syncer is the agent's sync loop. Run it once; Trigger and Synced are safe
@@ -75,6 +79,7 @@ type Syncer struct {
 	poll      time.Duration
 	interval  time.Duration
 	batchSize int
+	keyType   string
 
 	trigger    chan struct{}
 	synced     chan struct{}
@@ -106,6 +111,13 @@ func NewSyncer(cfg SyncerConfig) (*Syncer, error) {
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = DefaultBatchSize
 	}
+	switch cfg.WorkloadKeyType {
+	case "":
+		cfg.WorkloadKeyType = KeyTypeECP256
+	case KeyTypeECP256, KeyTypeRSA2048:
+	default:
+		return nil, wrapErr(fmt.Errorf("unknown workload key type %q", cfg.WorkloadKeyType))
+	}
 	return &Syncer{
 		client:    cfg.Client,
 		cache:     cfg.Cache,
@@ -114,6 +126,7 @@ func NewSyncer(cfg SyncerConfig) (*Syncer, error) {
 		poll:      cfg.PollInterval,
 		interval:  cfg.SyncInterval,
 		batchSize: cfg.BatchSize,
+		keyType:   cfg.WorkloadKeyType,
 		trigger:   make(chan struct{}, 1),
 		synced:    make(chan struct{}),
 		entries:   make(map[string]*types.Entry),
