@@ -250,6 +250,7 @@ type AgentOverrides struct {
 // Override applies command-line flags over the file: a flag that is set
 // wins over the file, which wins over the defaults (SPIRE's precedence).
 func (f *AgentFile) Override(o AgentOverrides) {
+	f.document()
 	if f.Agent == nil {
 		f.Agent = &AgentBlock{}
 	}
@@ -315,7 +316,7 @@ func (f *AgentFile) Validate() error {
 // SPIRE checks them. A file without NodeAttestor, KeyManager or
 // WorkloadAttestor plugins passes, as it passes SPIRE's validate.
 func (f *AgentFile) Check() (*Agent, error) {
-	c := &checker{d: f.doc}
+	c := &checker{d: f.document()}
 	a := f.Agent
 	if a == nil {
 		a = &AgentBlock{}
@@ -713,4 +714,12 @@ func orDefault(v, def string) string {
 		return def
 	}
 	return v
+}
+
+// document returns the file's key index, empty for a AgentFile built in code.
+func (f *AgentFile) document() *document {
+	if f.doc == nil {
+		f.doc = &document{where: map[string]Location{}}
+	}
+	return f.doc
 }

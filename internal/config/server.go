@@ -269,6 +269,7 @@ type ServerOverrides struct {
 // Override applies command-line flags over the file: a flag that is set
 // wins over the file, which wins over the defaults (SPIRE's precedence).
 func (f *ServerFile) Override(o ServerOverrides) {
+	f.document()
 	if f.Server == nil {
 		f.Server = &ServerBlock{}
 	}
@@ -313,7 +314,7 @@ func (f *ServerFile) Validate() error {
 // file without a DataStore or KeyManager plugin passes, as it passes SPIRE's
 // validate; the server refuses to start without them.
 func (f *ServerFile) Check() (*Server, error) {
-	c := &checker{d: f.doc}
+	c := &checker{d: f.document()}
 	b := f.Server
 	if b == nil {
 		b = &ServerBlock{}
@@ -860,4 +861,12 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+// document returns the file's key index, empty for a ServerFile built in code.
+func (f *ServerFile) document() *document {
+	if f.doc == nil {
+		f.doc = &document{where: map[string]Location{}}
+	}
+	return f.doc
 }

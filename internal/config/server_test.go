@@ -851,3 +851,17 @@ func referenceDir(tb testing.TB) string {
 	tb.Helper()
 	return "testdata/spire-reference"
 }
+
+func TestServerFileBuiltInCode(t *testing.T) {
+	f := &ServerFile{Server: &ServerBlock{TrustDomain: "example.org", DataDir: "/d"}}
+	f.Override(ServerOverrides{BindPort: 9000})
+	_, err := f.Check()
+	var ce *Error
+	if !errors.As(err, &ce) || len(ce.Problems) != 1 || ce.Problems[0].Message != "plugins section must be configured" {
+		t.Fatalf("err = %v", err)
+	}
+	a := &AgentFile{}
+	if _, err := a.Check(); err == nil {
+		t.Fatal("an empty agent file passed")
+	}
+}
