@@ -10,9 +10,9 @@ import (
 )
 
 func healthcheckFlags(fs *flag.FlagSet, e *env) apiAction {
-	shallow := fs.Bool("shallow", false, "Only check that the server answers (the check is the same either way)")
+	// Accepted for compatibility: the check is the same either way.
+	fs.Bool("shallow", false, "Only check that the server answers")
 	verbose := fs.Bool("verbose", false, "Print progress and the reason of a failure")
-	_ = shallow
 	return func(ctx context.Context, c *client) error {
 		if err := checkHealth(ctx, e, c, *verbose); err != nil {
 			return fmt.Errorf("server is unhealthy: %w", err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"strings"
 	"time"
 
 	localauthorityv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/localauthority/v1"
@@ -79,18 +80,11 @@ func (k authorityKind) showFlags(fs *flag.FlagSet, e *env) apiAction {
 			if slot.state != nil {
 				k.printState(e, slot.state)
 			} else {
-				_ = e.printf("  No %s %s authority found\n", lower(slot.name), k.label)
+				_ = e.printf("  No %s %s authority found\n", strings.ToLower(slot.name), k.label)
 			}
 		}
 		return nil
 	}
-}
-
-func lower(s string) string {
-	if s == "" {
-		return s
-	}
-	return string(s[0]+'a'-'A') + s[1:]
 }
 
 func (k authorityKind) prepareFlags(fs *flag.FlagSet, e *env) apiAction {
@@ -170,7 +164,7 @@ func (k authorityKind) changeFlags(verb, title string) func(fs *flag.FlagSet, e 
 			if err != nil {
 				return fmt.Errorf("could not %s %s authority: %w", verb, k.label, err)
 			}
-			return k.printChange(e, output, resp, title, lower(title), state)
+			return k.printChange(e, output, resp, title, strings.ToLower(title), state)
 		}
 	}
 }
