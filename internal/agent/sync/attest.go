@@ -31,7 +31,7 @@ const clockSkew = time.Second
 // Init makes the Client ready: it loads the agent SVID stored in data_dir
 // when it is unexpired and its key is found, and otherwise attests the node
 // with the configured Attestor, retrying with backoff while the server is
-// unreachable. It blocks until then or until ctx ends. A refused
+// unreachable (unless AttestOnce). It blocks until then or until ctx ends. A refused
 // attestation returns an error wrapping ErrAgentRefused.
 func (c *Client) Init(ctx context.Context) error {
 	if err := c.loadBundle(); err != nil {
@@ -66,6 +66,10 @@ func (c *Client) Init(ctx context.Context) error {
 		if permanent(err) {
 			c.log.Error("Node attestation failed", "error", err)
 			return refusedError("node attestation", err)
+		}
+		if c.cfg.AttestOnce {
+			c.log.Error("Node attestation failed", "error", err)
+			return err
 		}
 		d := bo.next()
 		c.log.Warn("Node attestation failed; retrying", "error", err, "retry_in", d)

@@ -73,6 +73,10 @@ type ClientConfig struct {
 	// server says the agent is reattestable, renews by attesting again).
 	// Nil: the agent can only run with a stored SVID.
 	Attestor nodeattest.Attestor
+	// AttestOnce fails Init on the first failed attestation instead of
+	// retrying with backoff while the server is unreachable (agent
+	// retry_bootstrap = false).
+	AttestOnce bool
 	// Store is data_dir. Required.
 	Store Store
 	// KeyManager keeps the agent SVID keys. Required.

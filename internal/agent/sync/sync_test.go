@@ -49,6 +49,7 @@ type agentOpts struct {
 	batchSize    int
 	initTimeout  time.Duration
 	keyType      string
+	attestOnce   bool
 }
 
 // newAgent builds and initializes an agent against srv (Init included).
@@ -85,6 +86,7 @@ func newAgent(t *testing.T, srv *servertest.Server, o agentOpts) (*agent, error)
 		KeyManager:        km,
 		Logger:            log,
 		RPCTimeout:        5 * time.Second,
+		AttestOnce:        o.attestOnce,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -248,6 +250,15 @@ func TestAttestRefusals(t *testing.T) {
 		}
 		if !strings.Contains(a.logs.String(), "Node attestation failed; retrying") {
 			t.Fatalf("no retry logged:\n%s", a.logs)
+		}
+	})
+	t.Run("fail/server down with attest once", func(t *testing.T) {
+		srv := servertest.New(t, td, servertest.Options{})
+		srv.AddJoinToken("tok")
+		srv.Stop()
+		_, err := newAgent(t, srv, agentOpts{token: "tok", attestOnce: true})
+		if err == nil || errors.Is(err, sync.ErrAgentRefused) || status.Code(err) != codes.Unavailable {
+			t.Fatalf("Init = %v, want Unavailable without retry", err)
 		}
 	})
 	t.Run("fail/no attestor and no SVID", func(t *testing.T) {
