@@ -1,0 +1,277 @@
+// Package agent is spire-agent's runtime: agent.go is the only place that
+// wires the agent's parts. New opens data_dir and the key manager and builds
+// the server client, the cache and the Workload API server; Run attests the
+// node (or loads the stored SVID) and then runs, composed with errgroup,
+// the agent SVID renewal, the sync loop and the Workload API until the
+// context ends or one of them fails.
+//
+// The package does not read agent.conf or flags: the CLI
+// (internal/agent/cli) converts config.Agent into Config.
+package agent
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"math/rand/v2"
+	"path/filepath"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/neural-hive/hive-identity/internal/agent/cache"
+	"github.com/neural-hive/hive-identity/internal/agent/nodeattest"
+	"github.com/neural-hive/hive-identity/internal/agent/storage"
+	"github.com/neural-hive/hive-identity/internal/agent/sync"
+	"github.com/neural-hive/hive-identity/internal/agent/workloadapi"
+	"github.com/neural-hive/hive-identity/internal/agent/workloadattest"
+)
+
+// Key manager kinds (the agent's KeyManager plugin).
+const (
+	KeyManagerDisk   = "disk"
+	KeyManagerMemory = "memory"
+)
+
+// Config is the agent's typed configuration. The CLI fills it from
+// config.Agent:
+//
+//	TrustDomain        agent.trust_domain
+//	ServerAddress      net.JoinHostPort(server_address, server_port)
+//	TrustBundle        LoadTrustBundle(trust_bundle_path, trust_bundle_format)
+//	InsecureBootstrap  insecure_bootstrap
+//	RetryBootstrap     retry_bootstrap (config default true)
+//	DataDir            data_dir
+//	KeyManager         KeyManager plugin: "disk" (KeyManagerDir = plugin_data.directory) or "memory"
+//	NodeAttestor       nodeattest.NewJoinToken(join_token) when join_token is set
+//	                   (as SPIRE: it wins over the NodeAttestor plugin), else the
+//	                   NodeAttestor plugin's attestor (x509pop)
+//	SocketPath         socket_path
+//	UnixAttestor       WorkloadAttestor "unix" plugin_data; nil when not declared
+//	PollInterval       experimental.sync_interval
+//	WorkloadKeyType    workload_x509_svid_key_type
+//	JWTSVIDCacheSize   jwt_svid_cache_max_size
+//	AllowedForeignJWTClaims  allowed_foreign_jwt_claims
+//	Logger             the logger built from log_level/log_format/log_file
+type Config struct {
+	// TrustDomain is the agent's trust domain. Required.
+	TrustDomain spiffeid.TrustDomain
+	// ServerAddress is the server's TCP endpoint, "host:port". Required.
+	ServerAddress string
+	// TrustBundle holds the bootstrap X.509 authorities; used while data_dir
+	// holds no bundle. Required unless InsecureBootstrap.
+	TrustBundle []*x509.Certificate
+	// InsecureBootstrap attests without verifying the server's chain, only
+	// its SPIFFE ID (spiffe://<td>/spire/server).
+	InsecureBootstrap bool
+	// RetryBootstrap retries a failed attestation with backoff while the
+	// server is unreachable; false fails Run at the first failure.
+	RetryBootstrap bool
+	// DataDir keeps the agent SVID and bundle. Required.
+	DataDir string
+	// KeyManager is KeyManagerDisk (the default when empty) or
+	// KeyManagerMemory.
+	KeyManager string
+	// KeyManagerDir is where the disk key manager writes keys (mode 0600).
+	// Empty: DataDir/keys.
+	KeyManagerDir string
+	// NodeAttestor attests the node when no usable SVID is stored. Nil: the
+	// agent runs only with a stored SVID.
+	NodeAttestor nodeattest.Attestor
+	// SocketPath is the Workload API's unix socket. Required.
+	SocketPath string
+	// SocketMode and SocketDirMode are the modes of the socket and its
+	// directory; zero means workloadapi's defaults (world-connectable, as
+	// SPIRE).
+	SocketMode    fs.FileMode
+	SocketDirMode fs.FileMode
+	// UnixAttestor configures the unix workload attestor; nil disables it
+	// (then no workload gets selectors and nothing matches).
+	UnixAttestor *workloadattest.UnixConfig
+	// PollInterval is the sync period against a server without push.
+	// Zero: 5 s.
+	PollInterval time.Duration
+	// SyncInterval is the safety sync period while push works. Zero: 30 s.
+	SyncInterval time.Duration
+	// WorkloadKeyType is "ec-p256" (default when empty) or "rsa-2048".
+	WorkloadKeyType string
+	// JWTSVIDCacheSize bounds the cached JWT-SVIDs. Zero: 1000.
+	JWTSVIDCacheSize int
+	// AllowedForeignJWTClaims are returned for JWT-SVIDs of other trust
+	// domains on validation.
+	AllowedForeignJWTClaims []string
+	// Logger receives the agent's logs. Nil: discarded.
+	Logger *slog.Logger
+	// Rand jitters retry delays. Nil: seeded from the runtime.
+	Rand *rand.Rand
+	// Metrics receives counts (node attestation failures). Nil: none.
+	Metrics sync.Metrics
+}
+
+// Agent is a configured agent. Run it once.
+type Agent struct {
+	cfg      Config
+	log      *slog.Logger
+	client   *sync.Client
+	cache    *cache.Cache
+	workload *workloadapi.Server
+	synced   chan struct{}
+}
+
+// New checks cfg, opens data_dir and the key manager and builds the agent's
+// parts. Nothing talks to the server and no socket is opened until Run.
+func New(cfg Config) (*Agent, error) {
+	switch {
+	case cfg.TrustDomain.IsZero():
+		return nil, wrapErr(errors.New("trust domain is required"))
+	case cfg.ServerAddress == "":
+		return nil, wrapErr(errors.New("server address is required"))
+	case cfg.DataDir == "":
+		return nil, wrapErr(errors.New("data directory is required"))
+	case cfg.SocketPath == "":
+		return nil, wrapErr(errors.New("socket path is required"))
+	case !cfg.InsecureBootstrap && len(cfg.TrustBundle) == 0:
+		return nil, wrapErr(errors.New("a trust bundle is required unless insecure bootstrap is set"))
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	store, err := storage.Open(cfg.DataDir)
+	if err != nil {
+		return nil, wrapErr(err)
+	}
+	var km sync.KeyManager
+	switch cfg.KeyManager {
+	case KeyManagerDisk, "":
+		dir := cfg.KeyManagerDir
+		if dir == "" {
+			dir = filepath.Join(cfg.DataDir, "keys")
+		}
+		if km, err = storage.NewDiskKeyManager(dir); err != nil {
+			return nil, wrapErr(err)
+		}
+	case KeyManagerMemory:
+		km = storage.NewMemoryKeyManager()
+	default:
+		return nil, wrapErr(fmt.Errorf("unknown key manager %q", cfg.KeyManager))
+	}
+	client, err := sync.NewClient(sync.ClientConfig{
+		ServerAddress:     cfg.ServerAddress,
+		TrustDomain:       cfg.TrustDomain,
+		TrustBundle:       cfg.TrustBundle,
+		InsecureBootstrap: cfg.InsecureBootstrap,
+		Attestor:          cfg.NodeAttestor,
+		AttestOnce:        !cfg.RetryBootstrap,
+		Store:             store,
+		KeyManager:        km,
+		Logger:            cfg.Logger.With("subsystem_name", "client"),
+		Rand:              cfg.Rand,
+		Metrics:           cfg.Metrics,
+	})
+	if err != nil {
+		return nil, wrapErr(err)
+	}
+	c, err := cache.New(cache.Config{
+		TrustDomain: cfg.TrustDomain,
+		JWTSigner:   client,
+		MaxJWTSVIDs: cfg.JWTSVIDCacheSize,
+		Logger:      cfg.Logger.With("subsystem_name", "cache"),
+	})
+	if err != nil {
+		return nil, wrapErr(err)
+	}
+	var attestor workloadapi.Attestor = workloadapi.AttestorFunc(noSelectors)
+	if cfg.UnixAttestor != nil {
+		attestor = workloadattest.NewUnix(*cfg.UnixAttestor)
+	}
+	wl, err := workloadapi.New(workloadapi.Config{
+		SocketPath:              cfg.SocketPath,
+		SocketMode:              cfg.SocketMode,
+		DirMode:                 cfg.SocketDirMode,
+		TrustDomain:             cfg.TrustDomain,
+		AllowedForeignJWTClaims: cfg.AllowedForeignJWTClaims,
+		Cache:                   c,
+		Attestor:                attestor,
+		Logger:                  cfg.Logger.With("subsystem_name", "endpoints"),
+	})
+	if err != nil {
+		return nil, wrapErr(err)
+	}
+	return &Agent{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		client:   client,
+		cache:    c,
+		workload: wl,
+		synced:   make(chan struct{}),
+	}, nil
+}
+
+func noSelectors(context.Context, int32) ([]string, error) { return nil, nil }
+
+// Run attests the node, or loads the SVID stored in data_dir, then serves
+// until ctx ends (nil) or a part fails (its error): the agent SVID renewal,
+// the sync loop and the Workload API run together and the first error
+// stops all. A server refusing the agent ends Run with an error wrapping
+// sync.ErrAgentRefused. Run blocks; it closes the connection to the server
+// and removes the socket before returning.
+func (a *Agent) Run(ctx context.Context) error {
+	defer a.client.Close()
+	if err := a.client.Init(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return wrapErr(err)
+	}
+	syncer, err := sync.NewSyncer(sync.SyncerConfig{
+		Client:          a.client,
+		Cache:           a.cache,
+		Logger:          a.log.With("subsystem_name", "sync"),
+		Rand:            a.cfg.Rand,
+		PollInterval:    a.cfg.PollInterval,
+		SyncInterval:    a.cfg.SyncInterval,
+		WorkloadKeyType: a.cfg.WorkloadKeyType,
+	})
+	if err != nil {
+		return wrapErr(err)
+	}
+	a.log.Info("Starting agent", "spiffe_id", a.client.ID().String(), "server_address", a.cfg.ServerAddress)
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return a.client.Run(ctx) })
+	g.Go(func() error { return syncer.Run(ctx) })
+	g.Go(func() error { return a.workload.Run(ctx) })
+	g.Go(func() error {
+		select {
+		case <-syncer.Synced():
+			close(a.synced)
+		case <-ctx.Done():
+		}
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		a.log.Error("Agent stopped", "error", err)
+		return wrapErr(err)
+	}
+	a.log.Info("Agent stopped")
+	return nil
+}
+
+// Ready is closed once the Workload API accepts connections (after the
+// node is attested or the stored SVID loaded).
+func (a *Agent) Ready() <-chan struct{} { return a.workload.Ready() }
+
+// Synced is closed after the first successful sync with the server.
+func (a *Agent) Synced() <-chan struct{} { return a.synced }
+
+// ID returns the agent's SPIFFE ID; the zero ID until Run has attested or
+// loaded it.
+func (a *Agent) ID() spiffeid.ID { return a.client.ID() }
+
+func wrapErr(err error) error {
+	return fmt.Errorf("agent: %w", err)
+}
