@@ -1,0 +1,366 @@
+// Package server wires the SPIFFE server: the datastore, the CA and its
+// rotation, the authorized-entry index, the API services and the endpoints
+// that serve them. It is the only place that knows all the parts; each part
+// gets what it needs through its own Config.
+package server
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/neural-hive/hive-identity/internal/server/api"
+	"github.com/neural-hive/hive-identity/internal/server/api/agent"
+	"github.com/neural-hive/hive-identity/internal/server/api/bundle"
+	"github.com/neural-hive/hive-identity/internal/server/api/entry"
+	"github.com/neural-hive/hive-identity/internal/server/api/localauthority"
+	"github.com/neural-hive/hive-identity/internal/server/api/logger"
+	"github.com/neural-hive/hive-identity/internal/server/api/svid"
+	"github.com/neural-hive/hive-identity/internal/server/api/trustdomain"
+	"github.com/neural-hive/hive-identity/internal/server/authz"
+	"github.com/neural-hive/hive-identity/internal/server/ca"
+	"github.com/neural-hive/hive-identity/internal/server/datastore"
+	"github.com/neural-hive/hive-identity/internal/server/endpoints"
+	"github.com/neural-hive/hive-identity/internal/server/index"
+)
+
+// Defaults of Config, as SPIRE 1.13.
+const (
+	DefaultSocketPath = "/tmp/spire-server/private/api.sock"
+	DefaultBindPort   = 8081
+	// JoinTokenPruneInterval is how often expired join tokens are deleted.
+	JoinTokenPruneInterval = 10 * time.Minute
+)
+
+// Server is a SPIFFE server. Create it with New and run it with Run.
+type Server struct {
+	c     Config
+	log   *slog.Logger
+	ready chan struct{}
+}
+
+// New checks c, fills its defaults (documented on Config and its fields)
+// and returns a server that is not running yet. It reads no file and opens
+// no connection.
+func New(c Config) (*Server, error) {
+	if c.TrustDomain.IsZero() {
+		return nil, errors.New("server: trust domain is required")
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	if c.SocketPath == "" {
+		c.SocketPath = DefaultSocketPath
+	}
+	if c.BindAddress == nil {
+		c.BindAddress = &net.TCPAddr{IP: net.IPv4zero, Port: DefaultBindPort}
+	}
+	if c.CATTL == 0 {
+		c.CATTL = ca.DefaultCATTL
+	}
+	if c.X509SVIDTTL == 0 {
+		c.X509SVIDTTL = ca.DefaultX509SVIDTTL
+	}
+	if c.JWTSVIDTTL == 0 {
+		c.JWTSVIDTTL = ca.DefaultJWTSVIDTTL
+	}
+	if c.CAKeyType == "" {
+		c.CAKeyType = ca.KeyTypeECP256
+	}
+	if c.JWTKeyType == "" {
+		c.JWTKeyType = c.CAKeyType
+	}
+	for _, kt := range []string{c.CAKeyType, c.JWTKeyType} {
+		if err := ca.ValidateKeyType(kt); err != nil {
+			return nil, fmt.Errorf("server: %w", err)
+		}
+	}
+
+	switch c.DataStore.DatabaseType {
+	case "":
+		c.DataStore.DatabaseType = datastore.DatabaseSQLite
+	case datastore.DatabaseSQLite, datastore.DatabasePostgres:
+	default:
+		return nil, fmt.Errorf("server: unsupported database type %q", c.DataStore.DatabaseType)
+	}
+	if c.DataStore.ConnectionString == "" {
+		if c.DataStore.DatabaseType != datastore.DatabaseSQLite {
+			return nil, errors.New("server: datastore connection string is required")
+		}
+		if c.DataDir == "" {
+			return nil, errors.New("server: data_dir must be configured")
+		}
+		c.DataStore.ConnectionString = filepath.Join(c.DataDir, "datastore.sqlite3")
+	}
+
+	switch c.KeyManager.Kind {
+	case "", "disk":
+		c.KeyManager.Kind = "disk"
+		if c.KeyManager.KeysPath == "" {
+			if c.DataDir == "" {
+				return nil, errors.New("server: data_dir must be configured")
+			}
+			c.KeyManager.KeysPath = filepath.Join(c.DataDir, "keys.json")
+		}
+	case "memory":
+	default:
+		return nil, fmt.Errorf("server: unsupported key manager %q", c.KeyManager.Kind)
+	}
+	if u := c.UpstreamAuthority; u != nil && (u.CertFilePath == "" || u.KeyFilePath == "") {
+		return nil, errors.New("server: upstream authority needs cert_file_path and key_file_path")
+	}
+	return &Server{c: c, log: c.Logger, ready: make(chan struct{})}, nil
+}
+
+// Ready is closed once the server serves its APIs: the datastore is open,
+// the CA has active authorities and the admin socket accepts calls.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// Run opens the datastore, initializes the CA, then runs CA rotation, the
+// authorized-entry index, the endpoints and join token pruning until ctx is
+// canceled or one of them fails. It returns nil after a cancellation and the
+// first failure otherwise; everything it started has stopped when it returns.
+func (s *Server) Run(ctx context.Context) error {
+	c := s.c
+	s.log.Info("Starting server", slog.String("trust_domain", c.TrustDomain.Name()),
+		slog.String("data_store", c.DataStore.DatabaseType), slog.String("key_manager", c.KeyManager.Kind))
+
+	store, err := datastore.Open(ctx, datastore.Config{
+		DatabaseType:     c.DataStore.DatabaseType,
+		ConnectionString: c.DataStore.ConnectionString,
+		Logger:           s.log.With(slog.String("subsystem_name", "datastore")),
+		Clock:            c.Clock,
+	})
+	if err != nil {
+		return fmt.Errorf("server: open datastore: %w", err)
+	}
+	defer func() {
+		if err := store.Close(); err != nil {
+			s.log.Error("Failed to close datastore", slog.String(api.KeyError, err.Error()))
+		}
+	}()
+
+	serverCA, err := s.newCA(store)
+	if err != nil {
+		return err
+	}
+	if err := serverCA.Init(ctx); err != nil {
+		return fmt.Errorf("server: initialize CA: %w", err)
+	}
+
+	idx := index.New(api.ServerID(c.TrustDomain).String())
+	feed := index.NewFeed(idx, store, s.log.With(slog.String("subsystem_name", "index")), 0)
+
+	svcs, err := s.services(store, serverCA, idx, feed)
+	if err != nil {
+		return err
+	}
+	ep, err := endpoints.New(endpoints.Config{
+		SocketPath: c.SocketPath,
+		Services:   svcs,
+		Facts:      s.facts(store),
+		Health:     healthCheck(store, serverCA, c.TrustDomain),
+		Logger:     s.log.With(slog.String("subsystem_name", "endpoints")),
+	})
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return nilOnCancel(serverCA.Run(gctx)) })
+	g.Go(func() error { return nilOnCancel(feed.Run(gctx)) })
+	g.Go(func() error { return ep.Run(gctx) })
+	g.Go(func() error {
+		return runPeriodically(gctx, JoinTokenPruneInterval, func(ctx context.Context) {
+			if err := store.PruneJoinTokens(ctx, c.Clock().Unix()); err != nil && ctx.Err() == nil {
+				s.log.Error("Failed to prune join tokens", slog.String(api.KeyError, err.Error()))
+			}
+		})
+	})
+	g.Go(func() error {
+		select {
+		case <-ep.Ready():
+			close(s.ready)
+			s.log.Info("Server is ready")
+		case <-gctx.Done():
+		}
+		return nil
+	})
+	err = g.Wait()
+	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
+		return nil
+	}
+	return err
+}
+
+func nilOnCancel(err error) error {
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+func (s *Server) newCA(store *datastore.Store) (*ca.CA, error) {
+	c := s.c
+	var km ca.KeyManager
+	switch c.KeyManager.Kind {
+	case "memory":
+		km = ca.NewMemoryKeyManager()
+	default:
+		disk, err := ca.NewDiskKeyManager(c.KeyManager.KeysPath)
+		if err != nil {
+			return nil, fmt.Errorf("server: key manager: %w", err)
+		}
+		km = disk
+	}
+	var up *ca.UpstreamDisk
+	if u := c.UpstreamAuthority; u != nil {
+		var err error
+		if up, err = ca.NewUpstreamDisk(u.CertFilePath, u.KeyFilePath, u.BundleFilePath); err != nil {
+			return nil, fmt.Errorf("server: %w", err)
+		}
+	}
+	serverCA, err := ca.New(ca.Config{
+		TrustDomain: c.TrustDomain,
+		CATTL:       c.CATTL,
+		KeyType:     c.CAKeyType,
+		Subject:     c.CASubject,
+		X509SVIDTTL: c.X509SVIDTTL,
+		JWTSVIDTTL:  c.JWTSVIDTTL,
+		JWTKeyType:  c.JWTKeyType,
+		JWTIssuer:   c.JWTIssuer,
+		KeyManager:  km,
+		Upstream:    up,
+		Store:       store,
+		Clock:       c.Clock,
+		Logger:      s.log.With(slog.String("subsystem_name", "ca")),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	return serverCA, nil
+}
+
+// services builds every API service.
+func (s *Server) services(store *datastore.Store, serverCA *ca.CA, idx *index.Index, feed *index.Feed) ([]endpoints.Service, error) {
+	td := s.c.TrustDomain
+	entrySvc, err := entry.New(entry.Config{TrustDomain: td, Store: store, Changed: feed.Poke})
+	if err != nil {
+		return nil, err
+	}
+	bundleSvc, err := bundle.New(bundle.Config{TrustDomain: td, Store: store})
+	if err != nil {
+		return nil, err
+	}
+	agentSvc, err := agent.New(agent.Config{TrustDomain: td, Store: store, Clock: s.c.Clock,
+		AgentRemoved: func(id string) {
+			idx.CloseAgent(id)
+			feed.Poke()
+		}})
+	if err != nil {
+		return nil, err
+	}
+	svidSvc, err := svid.New(svid.Config{TrustDomain: td, CA: serverCA})
+	if err != nil {
+		return nil, err
+	}
+	laSvc, err := localauthority.New(localauthority.Config{TrustDomain: td, CA: serverCA, Store: store})
+	if err != nil {
+		return nil, err
+	}
+	tdSvc, err := trustdomain.New(trustdomain.Config{TrustDomain: td, Store: store})
+	if err != nil {
+		return nil, err
+	}
+	svcs := []endpoints.Service{entrySvc, bundleSvc, agentSvc, svidSvc, laSvc, tdSvc}
+	if s.c.LogLevel != nil {
+		logSvc, err := logger.New(logger.Config{Level: s.c.LogLevel})
+		if err != nil {
+			return nil, err
+		}
+		svcs = append(svcs, logSvc)
+	}
+	return svcs, nil
+}
+
+// facts are the lookups authorization needs for TCP callers.
+func (s *Server) facts(store *datastore.Store) authz.Facts {
+	return authz.Facts{
+		AdminIDs: s.c.AdminIDs,
+		Entries: func(ctx context.Context, id spiffeid.ID) (authz.EntryFlags, error) {
+			es, _, err := store.ListEntries(ctx, &datastore.ListEntriesRequest{BySPIFFEID: id.String()})
+			if err != nil {
+				return authz.EntryFlags{}, err
+			}
+			var f authz.EntryFlags
+			for _, e := range es {
+				f.Admin = f.Admin || e.Admin
+				f.Downstream = f.Downstream || e.Downstream
+			}
+			return f, nil
+		},
+		Agent: func(ctx context.Context, id spiffeid.ID, cert *x509.Certificate) error {
+			node, err := store.FetchAttestedNode(ctx, id.String())
+			switch {
+			case errors.Is(err, datastore.ErrNotFound):
+				node = nil
+			case err != nil:
+				return err
+			}
+			promote, err := authz.CheckAgent(s.c.Clock(), node, cert)
+			if err != nil || !promote {
+				return err
+			}
+			// The agent uses the SVID of its last renewal: make it current.
+			_, err = store.UpdateAttestedNode(ctx, &datastore.AttestedNode{
+				SPIFFEID:         node.SPIFFEID,
+				CertSerialNumber: node.NewCertSerialNumber,
+				CertNotAfter:     node.NewCertNotAfter,
+			}, &datastore.AttestedNodeMask{CertSerialNumber: true, CertNotAfter: true, NewCertSerialNumber: true, NewCertNotAfter: true})
+			return err
+		},
+	}
+}
+
+// healthCheck reports the server healthy when the datastore answers, the
+// server's own bundle exists and the CA has active authorities.
+func healthCheck(store *datastore.Store, serverCA *ca.CA, td spiffeid.TrustDomain) func(context.Context) error {
+	return func(ctx context.Context) error {
+		if err := store.Ping(ctx); err != nil {
+			return fmt.Errorf("datastore unreachable: %w", err)
+		}
+		if _, err := store.FetchBundle(ctx, td.IDString()); err != nil {
+			return fmt.Errorf("unable to fetch bundle: %w", err)
+		}
+		if serverCA.X509Authorities().Active == nil || serverCA.JWTAuthorities().Active == nil {
+			return errors.New("CA has no active authority")
+		}
+		return nil
+	}
+}
+
+// runPeriodically calls fn every interval until ctx ends, and returns nil.
+// It holds no socket, so tests can run it in a synctest bubble (STYLE T3).
+func runPeriodically(ctx context.Context, interval time.Duration, fn func(context.Context)) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			fn(ctx)
+		}
+	}
+}
