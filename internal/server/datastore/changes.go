@@ -13,9 +13,9 @@ const (
 
 // appendChange records a change in t's transaction.
 func (t *txn) appendChange(ctx context.Context, kind ChangeKind, id, op string) error {
-	var seq int64
-	if err := t.queryRow(ctx, "INSERT INTO changes (kind, object_id, op, at) VALUES (?, ?, ?, ?) RETURNING seq",
-		string(kind), id, op, t.now).Scan(&seq); err != nil {
+	seq, err := t.d.insertID(ctx, t, "INSERT INTO changes (kind, object_id, op, at) VALUES (?, ?, ?, ?)", "seq",
+		string(kind), id, op, t.now)
+	if err != nil {
 		return internalError("append change", err)
 	}
 	t.lastSeq = seq

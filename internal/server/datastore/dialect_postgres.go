@@ -68,6 +68,14 @@ func (postgresDialect) readTxOptions() *sql.TxOptions {
 	return &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true}
 }
 
+func (postgresDialect) detachStatements() bool { return false }
+
+func (postgresDialect) insertID(ctx context.Context, t *txn, q, idCol string, args ...any) (int64, error) {
+	var id int64
+	err := t.queryRow(ctx, q+" RETURNING "+idCol, args...).Scan(&id)
+	return id, err
+}
+
 // openPostgres opens one pool for reads and writes.
 func (s *Store) openPostgres(ctx context.Context, dsn string) error {
 	s.d = postgresDialect{}

@@ -22,6 +22,7 @@ func TestSQLitePragmas(t *testing.T) {
 		{"ok/write synchronous FULL", s.wdb, "synchronous", "2"},
 		{"ok/write foreign keys", s.wdb, "foreign_keys", "1"},
 		{"ok/write busy timeout", s.wdb, "busy_timeout", "10000"},
+		{"ok/write temp store in memory", s.wdb, "temp_store", "2"},
 		{"ok/read WAL", s.rdb, "journal_mode", "wal"},
 		{"ok/read busy timeout", s.rdb, "busy_timeout", "10000"},
 		{"ok/read query only", s.rdb, "query_only", "1"},

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
-	"encoding/json"
 	"slices"
 	"strings"
 )
@@ -55,6 +54,9 @@ func (s *Store) CreateEntries(ctx context.Context, entries []*Entry) ([]*Entry, 
 		clear(results)
 		clear(errs)
 		for i, e := range entries {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
 			err := t.savepoint(ctx, func() error {
 				var err error
 				results[i], err = t.createEntry(ctx, e)
@@ -104,12 +106,11 @@ func (t *txn) createEntry(ctx context.Context, in *Entry) (*Entry, error) {
 	e.RevisionNumber = 0
 
 	sels, dns, feds := encodeEntryLists(e)
-	var rowID int64
-	err = t.queryRow(ctx, `INSERT INTO entries (entry_id, spiffe_id, parent_id, similarity_key, selectors, x509_svid_ttl,
-	jwt_svid_ttl, dns_names, federates_with, admin, downstream, expires_at, store_svid, hint, created_at, revision_number)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+	rowID, err := t.d.insertID(ctx, t, `INSERT INTO entries (entry_id, spiffe_id, parent_id, similarity_key, selectors,
+	x509_svid_ttl, jwt_svid_ttl, dns_names, federates_with, admin, downstream, expires_at, store_svid, hint, created_at,
+	revision_number) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, "id",
 		e.ID, e.SPIFFEID, e.ParentID, key, sels, e.X509SVIDTTL, e.JWTSVIDTTL, dns, feds, e.Admin, e.Downstream,
-		e.ExpiresAt, e.StoreSVID, e.Hint, e.CreatedAt, e.RevisionNumber).Scan(&rowID)
+		e.ExpiresAt, e.StoreSVID, e.Hint, e.CreatedAt, e.RevisionNumber)
 	if err != nil {
 		if t.d.isUniqueViolation(err) {
 			return nil, newError(ErrAlreadyExists, "entry %q already exists", e.ID)
@@ -442,7 +443,7 @@ func scanEntry(rows *sql.Rows) (int64, *Entry, error) {
 	var (
 		rowID          int64
 		e              Entry
-		sels, dns, fed []byte
+		sels, dns, fed sql.RawBytes
 	)
 	if err := rows.Scan(&rowID, &e.ID, &e.SPIFFEID, &e.ParentID, &sels, &e.X509SVIDTTL, &e.JWTSVIDTTL, &dns, &fed,
 		&e.Admin, &e.Downstream, &e.ExpiresAt, &e.StoreSVID, &e.Hint, &e.CreatedAt, &e.RevisionNumber); err != nil {
@@ -679,47 +680,4 @@ func similarityKey(e *Entry) string {
 		write(s.Value)
 	}
 	return hex.EncodeToString(h.Sum(nil))
-}
-
-// encodeEntryLists encodes the list columns of e (JSON arrays).
-func encodeEntryLists(e *Entry) (sels, dns, feds string) {
-	pairs := make([][2]string, len(e.Selectors))
-	for i, s := range e.Selectors {
-		pairs[i] = [2]string{s.Type, s.Value}
-	}
-	return mustJSON(pairs), mustJSON(e.DNSNames), mustJSON(e.FederatesWith)
-}
-
-func mustJSON(v any) string {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic(err) // only slices of strings are encoded
-	}
-	return string(b)
-}
-
-func decodeSelectors(b []byte) ([]Selector, error) {
-	var pairs [][2]string
-	if err := json.Unmarshal(b, &pairs); err != nil {
-		return nil, err
-	}
-	out := make([]Selector, len(pairs))
-	for i, p := range pairs {
-		out[i] = Selector{Type: p[0], Value: p[1]}
-	}
-	return out, nil
-}
-
-func decodeStrings(b []byte) ([]string, error) {
-	out := []string{}
-	if len(b) == 0 {
-		return out, nil
-	}
-	if err := json.Unmarshal(b, &out); err != nil {
-		return nil, err
-	}
-	if out == nil {
-		out = []string{}
-	}
-	return out, nil
 }

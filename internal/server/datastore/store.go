@@ -128,6 +128,14 @@ type dialect interface {
 	// notify announces the last change sequence of a committing transaction.
 	notify(ctx context.Context, tx *sql.Tx, seq int64) error
 	readTxOptions() *sql.TxOptions
+	// detachStatements reports whether statements of a writing transaction
+	// run without the caller's cancellation (the driver would start a
+	// watcher goroutine per statement); the transaction still ends with the
+	// context.
+	detachStatements() bool
+	// insertID runs an INSERT (q, without RETURNING) and returns the value
+	// of the auto-increment column idCol of the new row.
+	insertID(ctx context.Context, t *txn, q, idCol string, args ...any) (int64, error)
 }
 
 // txn is one transaction. Queries are written with "?" placeholders and
@@ -138,9 +146,18 @@ type txn struct {
 	now     int64
 	lastSeq int64 // last change-log sequence appended
 	stmts   map[string]*sql.Stmt
+	detach  bool // run statements without cancellation (see dialect.detachStatements)
+}
+
+func (t *txn) stmtCtx(ctx context.Context) context.Context {
+	if t.detach {
+		return context.WithoutCancel(ctx)
+	}
+	return ctx
 }
 
 func (t *txn) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	ctx = t.stmtCtx(ctx)
 	if !t.d.prepares() {
 		return t.tx.ExecContext(ctx, t.d.rebind(q), args...)
 	}
@@ -152,6 +169,7 @@ func (t *txn) exec(ctx context.Context, q string, args ...any) (sql.Result, erro
 }
 
 func (t *txn) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	ctx = t.stmtCtx(ctx)
 	if !t.d.prepares() {
 		return t.tx.QueryContext(ctx, t.d.rebind(q), args...)
 	}
@@ -163,6 +181,7 @@ func (t *txn) query(ctx context.Context, q string, args ...any) (*sql.Rows, erro
 }
 
 func (t *txn) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
+	ctx = t.stmtCtx(ctx)
 	if !t.d.prepares() {
 		return t.tx.QueryRowContext(ctx, t.d.rebind(q), args...)
 	}
@@ -194,21 +213,21 @@ func (t *txn) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
 // and is returned; any other error is returned as is and poisons the
 // transaction.
 func (t *txn) savepoint(ctx context.Context, fn func() error) error {
-	if _, err := t.tx.ExecContext(ctx, "SAVEPOINT item"); err != nil {
+	if _, err := t.exec(ctx, "SAVEPOINT item"); err != nil {
 		return internalError("savepoint", err)
 	}
 	seq := t.lastSeq
 	if err := fn(); err != nil {
-		if _, rerr := t.tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT item"); rerr != nil {
+		if _, rerr := t.exec(ctx, "ROLLBACK TO SAVEPOINT item"); rerr != nil {
 			return internalError("rollback to savepoint", rerr)
 		}
-		if _, rerr := t.tx.ExecContext(ctx, "RELEASE SAVEPOINT item"); rerr != nil {
+		if _, rerr := t.exec(ctx, "RELEASE SAVEPOINT item"); rerr != nil {
 			return internalError("release savepoint", rerr)
 		}
 		t.lastSeq = seq
 		return err
 	}
-	if _, err := t.tx.ExecContext(ctx, "RELEASE SAVEPOINT item"); err != nil {
+	if _, err := t.exec(ctx, "RELEASE SAVEPOINT item"); err != nil {
 		return internalError("release savepoint", err)
 	}
 	return nil
@@ -222,7 +241,7 @@ func (s *Store) write(ctx context.Context, fn func(*txn) error) error {
 	if err != nil {
 		return internalError("begin transaction", err)
 	}
-	t := &txn{tx: tx, d: s.d, now: s.now().Unix()}
+	t := &txn{tx: tx, d: s.d, now: s.now().Unix(), detach: s.d.detachStatements()}
 	if err := s.d.lockWriters(ctx, tx); err != nil {
 		_ = tx.Rollback()
 		return internalError("lock writers", err)
