@@ -343,3 +343,19 @@ func TestAgentRPCsWithoutAttestor(t *testing.T) {
 	_, err = svc.PostStatus(ctx, &agentv1.PostStatusRequest{})
 	checkErr(t, err, codes.Unimplemented, "unimplemented")
 }
+
+// T15: join token values never reach the server's logs.
+func TestCreateJoinToken_T15_TokenNotLogged(t *testing.T) {
+	f := setup(t)
+	tok, err := f.client.CreateJoinToken(ctx, &agentv1.CreateJoinTokenRequest{Ttl: 60, AgentId: sid("/node/x")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.client.CreateJoinToken(ctx, &agentv1.CreateJoinTokenRequest{Ttl: 0, Token: "secret-token-value"}); err == nil {
+		t.Fatal("zero TTL accepted")
+	}
+	logs := f.srv.Logs.String()
+	if strings.Contains(logs, tok.Value) || strings.Contains(logs, "secret-token-value") {
+		t.Fatalf("token in logs: %s", logs)
+	}
+}

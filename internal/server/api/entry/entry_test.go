@@ -524,3 +524,14 @@ func TestAuthorizedEntriesAreUnimplemented(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// T14: a huge page size is capped, so the server never holds or preallocates
+// more than api.MaxPageSize entries for one page; paging still works.
+func TestListEntries_T14_HugePageSize(t *testing.T) {
+	f := setup(t)
+	f.create(t, newEntry(1), newEntry(2))
+	resp, err := f.client.ListEntries(ctx, &entryv1.ListEntriesRequest{PageSize: 1 << 30})
+	if err != nil || len(resp.Entries) != 2 {
+		t.Fatalf("%v %v", resp, err)
+	}
+}
