@@ -11,10 +11,12 @@ import (
 	"crypto/x509/pkix"
 	"fmt"
 	"net/url"
+	"runtime"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	svidv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/svid/v1"
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
@@ -77,18 +79,9 @@ func (s *Syncer) signStale(ctx context.Context, now time.Time) (int, error) {
 	signed := 0
 	for len(stale) > 0 {
 		n := min(len(stale), s.batchSize)
-		batch := make([]*csrRequest, 0, n)
-		for _, st := range stale[:n] {
-			req, err := newCSRRequest(st.Entry, s.keyType)
-			if err != nil {
-				return signed, err
-			}
-			if st.SVIDExpiresAt.IsZero() {
-				s.log.Debug("Creating X509-SVID", "entry_id", st.Entry.ID, "spiffe_id", st.Entry.SPIFFEID.String())
-			} else {
-				s.log.Debug("Renewing X509-SVID", "entry_id", st.Entry.ID, "spiffe_id", st.Entry.SPIFFEID.String(), "expires_at", st.SVIDExpiresAt)
-			}
-			batch = append(batch, req)
+		batch, err := s.newCSRRequests(stale[:n])
+		if err != nil {
+			return signed, err
 		}
 		stale = stale[n:]
 		svids, err := s.signBatch(ctx, batch)
@@ -101,6 +94,29 @@ func (s *Syncer) signStale(ctx context.Context, now time.Time) (int, error) {
 		}
 	}
 	return signed, nil
+}
+
+// newCSRRequests makes a key and CSR per stale entry, spreading the key
+// generation over the CPUs.
+func (s *Syncer) newCSRRequests(stale []cache.StaleEntry) ([]*csrRequest, error) {
+	batch := make([]*csrRequest, len(stale))
+	var g errgroup.Group
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for i, st := range stale {
+		if st.SVIDExpiresAt.IsZero() {
+			s.log.Debug("Creating X509-SVID", "entry_id", st.Entry.ID, "spiffe_id", st.Entry.SPIFFEID.String())
+		} else {
+			s.log.Debug("Renewing X509-SVID", "entry_id", st.Entry.ID, "spiffe_id", st.Entry.SPIFFEID.String(), "expires_at", st.SVIDExpiresAt)
+		}
+		g.Go(func() (err error) {
+			batch[i], err = newCSRRequest(st.Entry, s.keyType)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return batch, nil
 }
 
 // signBatch sends one BatchNewX509SVID call and returns the SVIDs signed,
