@@ -13,6 +13,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/neural-hive/hive-identity/internal/agent/nodeattest"
 )
@@ -31,8 +32,9 @@ const clockSkew = time.Second
 // Init makes the Client ready: it loads the agent SVID stored in data_dir
 // when it is unexpired and its key is found, and otherwise attests the node
 // with the configured Attestor, retrying with backoff while the server is
-// unreachable (unless AttestOnce). It blocks until then or until ctx ends. A refused
-// attestation returns an error wrapping ErrAgentRefused.
+// unreachable (unless AttestOnce). It blocks until then or until ctx ends.
+// A refused attestation returns an error wrapping ErrAgentRefused; local
+// failures (an empty token, a malformed answer) are not retried.
 func (c *Client) Init(ctx context.Context) error {
 	if err := c.loadBundle(); err != nil {
 		return err
@@ -67,7 +69,7 @@ func (c *Client) Init(ctx context.Context) error {
 			c.log.Error("Node attestation failed", "error", err)
 			return refusedError("node attestation", err)
 		}
-		if c.cfg.AttestOnce {
+		if _, isStatus := status.FromError(err); !isStatus || c.cfg.AttestOnce {
 			c.log.Error("Node attestation failed", "error", err)
 			return err
 		}

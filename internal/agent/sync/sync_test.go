@@ -261,6 +261,16 @@ func TestAttestRefusals(t *testing.T) {
 			t.Fatalf("Init = %v, want Unavailable without retry", err)
 		}
 	})
+	t.Run("fail/empty token is not retried", func(t *testing.T) {
+		srv := servertest.New(t, td, servertest.Options{})
+		_, err := newAgent(t, srv, agentOpts{attestor: nodeattest.NewJoinToken("")})
+		if err == nil || errors.Is(err, sync.ErrAgentRefused) || !strings.Contains(err.Error(), "join token is empty") {
+			t.Fatalf("Init = %v", err)
+		}
+		if got := srv.Calls("AttestAgent"); got != 0 {
+			t.Fatalf("AttestAgent calls = %d, want 0", got)
+		}
+	})
 	t.Run("fail/no attestor and no SVID", func(t *testing.T) {
 		srv := servertest.New(t, td, servertest.Options{})
 		_, err := newAgent(t, srv, agentOpts{})
