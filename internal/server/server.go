@@ -6,6 +6,7 @@ package server
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -45,6 +46,7 @@ type Server struct {
 	c     Config
 	log   *slog.Logger
 	ready chan struct{}
+	tcp   net.Addr // set before ready is closed
 }
 
 // New checks c, fills its defaults (documented on Config and its fields)
@@ -127,6 +129,17 @@ func New(c Config) (*Server, error) {
 // the CA has active authorities and the admin socket accepts calls.
 func (s *Server) Ready() <-chan struct{} { return s.ready }
 
+// TCPAddr is the address the TCP endpoint listens on (useful with port 0).
+// It is nil until Ready is closed.
+func (s *Server) TCPAddr() net.Addr {
+	select {
+	case <-s.ready:
+		return s.tcp
+	default:
+		return nil
+	}
+}
+
 // Run opens the datastore, initializes the CA, then runs CA rotation, the
 // authorized-entry index, the endpoints and join token pruning until ctx is
 // canceled or one of them fails. It returns nil after a cancellation and the
@@ -166,8 +179,28 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	serverTLS, err := endpoints.NewServerTLS(ctx, endpoints.ServerTLSConfig{
+		TrustDomain: c.TrustDomain,
+		Sign: func(ctx context.Context, id spiffeid.ID, key crypto.PublicKey) ([]*x509.Certificate, error) {
+			return serverCA.SignX509SVID(ctx, ca.X509SVIDParams{SPIFFEID: id, PublicKey: key})
+		},
+		ActiveAuthority: func() string {
+			if a := serverCA.X509Authorities().Active; a != nil {
+				return a.AuthorityID
+			}
+			return ""
+		},
+		Roots:    bundleRoots(store),
+		AdminIDs: c.AdminIDs,
+		Clock:    c.Clock,
+		Logger:   s.log.With(slog.String("subsystem_name", "svid_rotator")),
+	})
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
 	ep, err := endpoints.New(endpoints.Config{
 		SocketPath: c.SocketPath,
+		TCP:        &endpoints.TCPConfig{Addr: c.BindAddress, TLS: serverTLS.TLSConfig()},
 		Services:   svcs,
 		Facts:      s.facts(store),
 		Health:     healthCheck(store, serverCA, c.TrustDomain),
@@ -181,6 +214,7 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return nilOnCancel(serverCA.Run(gctx)) })
 	g.Go(func() error { return nilOnCancel(feed.Run(gctx)) })
 	g.Go(func() error { return ep.Run(gctx) })
+	g.Go(func() error { return serverTLS.Run(gctx) })
 	g.Go(func() error {
 		return runPeriodically(gctx, JoinTokenPruneInterval, func(ctx context.Context) {
 			if err := store.PruneJoinTokens(ctx, c.Clock().Unix()); err != nil && ctx.Err() == nil {
@@ -191,6 +225,7 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error {
 		select {
 		case <-ep.Ready():
+			s.tcp = ep.TCPAddr()
 			close(s.ready)
 			s.log.Info("Server is ready")
 		case <-gctx.Done():
@@ -330,6 +365,26 @@ func (s *Server) facts(store *datastore.Store) authz.Facts {
 			}, &datastore.AttestedNodeMask{CertSerialNumber: true, CertNotAfter: true, NewCertSerialNumber: true, NewCertNotAfter: true})
 			return err
 		},
+	}
+}
+
+// bundleRoots returns the X.509 authorities of a trust domain's bundle, as
+// stored: the server's own, or a federated one.
+func bundleRoots(store *datastore.Store) func(context.Context, spiffeid.TrustDomain) ([]*x509.Certificate, error) {
+	return func(ctx context.Context, td spiffeid.TrustDomain) ([]*x509.Certificate, error) {
+		b, err := store.FetchBundle(ctx, td.IDString())
+		if err != nil {
+			return nil, fmt.Errorf("no bundle for trust domain %q: %w", td, err)
+		}
+		roots := make([]*x509.Certificate, 0, len(b.X509Authorities))
+		for _, a := range b.X509Authorities {
+			cert, err := x509.ParseCertificate(a.Certificate)
+			if err != nil {
+				return nil, fmt.Errorf("bundle of %q: %w", td, err)
+			}
+			roots = append(roots, cert)
+		}
+		return roots, nil
 	}
 }
 

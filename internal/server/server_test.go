@@ -2,7 +2,10 @@ package server_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,8 +17,11 @@ import (
 	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/neural-hive/hive-identity/internal/server"
 )
@@ -34,11 +40,17 @@ func tempDir(t *testing.T) string {
 
 // start runs a server on dir until the returned stop is called.
 func start(t *testing.T, dir string) (*grpc.ClientConn, func()) {
+	conn, _, stop := startServer(t, dir)
+	return conn, stop
+}
+
+func startServer(t *testing.T, dir string) (*grpc.ClientConn, *server.Server, func()) {
 	t.Helper()
 	s, err := server.New(server.Config{
 		TrustDomain: td,
 		DataDir:     filepath.Join(dir, "data"),
 		SocketPath:  filepath.Join(dir, "s", "api.sock"),
+		BindAddress: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -72,7 +84,7 @@ func start(t *testing.T, dir string) (*grpc.ClientConn, func()) {
 		}
 	}
 	t.Cleanup(stop)
-	return conn, stop
+	return conn, s, stop
 }
 
 func TestServer_RunServesAndRestarts(t *testing.T) {
@@ -162,11 +174,61 @@ func TestRun_FailsOnBadSocket(t *testing.T) {
 	if err := os.WriteFile(sock, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s, err := server.New(server.Config{TrustDomain: td, DataDir: dir, SocketPath: sock})
+	s, err := server.New(server.Config{TrustDomain: td, DataDir: dir, SocketPath: sock, BindAddress: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "not a socket") {
 		t.Fatalf("Run: %v", err)
+	}
+}
+
+// Agents bootstrap over TCP: the bundle is readable without a client
+// certificate, over TLS with the server SVID spiffe://<td>/spire/server.
+func TestServer_TCPBootstrap(t *testing.T) {
+	ctx := context.Background()
+	admin, s, _ := startServer(t, tempDir(t))
+	b, err := bundlev1.NewBundleClient(admin).GetBundle(ctx, &bundlev1.GetBundleRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	for _, a := range b.X509Authorities {
+		c, err := x509.ParseCertificate(a.Asn1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		roots.AddCert(c)
+	}
+	var serverID string
+	tlsCfg := &tls.Config{
+		InsecureSkipVerify: true, //nolint:gosec // verified below, by SPIFFE ID
+		MinVersion:         tls.VersionTLS12,
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			leaf, err := x509.ParseCertificate(raw[0])
+			if err != nil {
+				return err
+			}
+			serverID = leaf.URIs[0].String()
+			_, err = leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+			return err
+		},
+	}
+	conn, err := grpc.NewClient(s.TCPAddr().String(), grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	got, err := bundlev1.NewBundleClient(conn).GetBundle(ctx, &bundlev1.GetBundleRequest{})
+	if err != nil || len(got.X509Authorities) != 1 {
+		t.Fatalf("GetBundle over TCP: %v %v", got, err)
+	}
+	if serverID != "spiffe://example.org/spire/server" {
+		t.Fatalf("server SVID ID %q", serverID)
+	}
+	// Admin RPCs need an admin identity over TCP.
+	_, err = entryv1.NewEntryClient(conn).CountEntries(ctx, &entryv1.CountEntriesRequest{})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("CountEntries without identity: %v", err)
 	}
 }

@@ -20,9 +20,13 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/neural-hive/hive-identity/internal/server/authz"
 )
+
+// maxConnectionAge bounds the life of a TCP connection (SPIRE: 3 minutes).
+const maxConnectionAge = 3 * time.Minute
 
 // Service is a gRPC service that registers itself on a server.
 type Service interface {
@@ -144,7 +148,12 @@ func (e *Endpoints) Run(ctx context.Context) error {
 		}
 		e.tcpAddr <- tcpL.Addr()
 		listeners = append(listeners, tcpL)
-		servers = append(servers, e.newServer(grpc.Creds(credentials.NewTLS(e.c.TCP.TLS))))
+		servers = append(servers, e.newServer(
+			grpc.Creds(credentials.NewTLS(e.c.TCP.TLS)),
+			// Bounded connection lifetime, as SPIRE: clients reconnect, so
+			// their certificates are verified again against the bundle.
+			grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: maxConnectionAge}),
+		))
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
