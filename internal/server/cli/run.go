@@ -53,10 +53,14 @@ func setupRun(fs *flag.FlagSet, e *env) func(ctx context.Context) int {
 	}
 }
 
-// runServer builds the server from cfg and runs it until ctx is cancelled.
+// runServer builds the server from cfg and runs it until ctx is cancelled;
+// it returns nil after a cancellation.
 func runServer(ctx context.Context, cfg server.Config) error {
-	_, _ = ctx, cfg
-	return errors.New("the server runtime is not wired yet")
+	srv, err := server.New(cfg)
+	if err != nil {
+		return err
+	}
+	return srv.Run(ctx)
 }
 
 // setUmask raises the process umask to at least minimumUmask, warning when

@@ -2,12 +2,16 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"crypto/x509/pkix"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -205,5 +209,101 @@ plugins {
 		if !strings.Contains(buf.String(), "key="+key) {
 			t.Errorf("no warning for %s in %q", key, buf.String())
 		}
+	}
+}
+
+// TestRunServesUntilCancelled runs `spire-server run` on a real SQLite
+// datastore: the admin socket answers healthcheck, flags override the file,
+// and cancelling the context (SIGINT/SIGTERM in main) stops it with exit 0.
+func TestRunServesUntilCancelled(t *testing.T) {
+	umask := syscall.Umask(0o022)
+	syscall.Umask(umask)
+	t.Cleanup(func() { syscall.Umask(umask) })
+
+	dir, err := os.MkdirTemp("", "hid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	conf := filepath.Join(dir, "server.conf")
+	text := `server {
+    bind_address = "127.0.0.1"
+    bind_port = "1"
+    socket_path = "` + filepath.Join(dir, "file.sock") + `"
+    trust_domain = "file.example"
+    data_dir = "` + filepath.Join(dir, "data") + `"
+    log_level = "ERROR"
+}
+
+plugins {
+    DataStore "sql" {
+        plugin_data {
+            database_type = "sqlite3"
+            connection_string = "` + filepath.Join(dir, "data", "datastore.sqlite3") + `"
+        }
+    }
+    KeyManager "memory" {
+        plugin_data {}
+    }
+    NodeAttestor "join_token" {
+        plugin_data {}
+    }
+}
+`
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "s", "api.sock")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	done := make(chan int, 1)
+	go func() {
+		done <- Run(ctx, []string{"run", "-config", conf, "-socketPath", sock, "-serverPort", strconv.Itoa(port),
+			"-trustDomain", "neural-hive.local", "-logLevel", "info"}, strings.NewReader(""), &stdout, &stderr)
+	}()
+
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var out, errOut bytes.Buffer
+		if Run(t.Context(), []string{"healthcheck", "-socketPath", sock}, strings.NewReader(""), &out, &errOut) == 0 {
+			break
+		}
+		select {
+		case code := <-done:
+			t.Fatalf("run exited with %d before serving:\nstdout %s\nstderr %s", code, stdout.String(), stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("server not healthy after 20s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var out, errOut bytes.Buffer
+	if code := Run(t.Context(), []string{"bundle", "show", "-socketPath", sock, "-output", "json"}, strings.NewReader(""), &out, &errOut); code != 0 ||
+		!strings.Contains(out.String(), `"trust_domain":"neural-hive.local"`) {
+		t.Fatalf("bundle show: %d %s %s", code, out.String(), errOut.String())
+	}
+
+	if l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port))); err == nil {
+		l.Close()
+		t.Fatalf("nothing listens on the -serverPort port %d", port)
+	}
+
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("exit = %d, stderr %q", code, stderr.String())
+	}
+	if !strings.Contains(stdout.String(), `level=info msg="Server stopped gracefully"`) || stderr.Len() != 0 {
+		t.Fatalf("stdout %q stderr %q", stdout.String(), stderr.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "file.sock")); err == nil {
+		t.Fatal("the file's socket_path was used despite -socketPath")
 	}
 }
