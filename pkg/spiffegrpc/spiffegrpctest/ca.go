@@ -96,6 +96,9 @@ func (ca *CA) TrustDomain() spiffeid.TrustDomain { return ca.td }
 // Cert returns the CA's own signing certificate.
 func (ca *CA) Cert() *x509.Certificate { return ca.cert }
 
+// Key returns the CA's X.509 signing key.
+func (ca *CA) Key() crypto.Signer { return ca.key }
+
 // Root returns the root certificate at the top of the CA's chain.
 func (ca *CA) Root() *x509.Certificate {
 	for ca.parent != nil {
