@@ -11,6 +11,7 @@ import (
 
 	"github.com/neural-hive/hive-identity/internal/config"
 	"github.com/neural-hive/hive-identity/internal/server"
+	"github.com/neural-hive/hive-identity/internal/telemetry"
 )
 
 const runSynopsis = "Starts the server"
@@ -45,7 +46,7 @@ func setupRun(fs *flag.FlagSet, e *env) func(ctx context.Context) int {
 		}
 		setUmask(ctx, logger)
 		if err := runServer(ctx, cfg); err != nil {
-			logger.ErrorContext(ctx, "Server crashed", slog.Any("error", err))
+			logger.ErrorContext(ctx, "Server crashed", slog.Any(telemetry.Error, err))
 			return 1
 		}
 		logger.InfoContext(ctx, "Server stopped gracefully")
