@@ -70,12 +70,16 @@ func newCSRRequest(entry *cache.Entry, keyType string) (*csrRequest, error) {
 }
 
 // signStale signs a new X509-SVID for every entry the cache reports stale
-// at now, batchSize CSRs per BatchNewX509SVID call, most urgent first, and
-// stores each batch's SVIDs in the cache as it arrives. Entries the server
-// refuses are logged and retried at the next sync. It returns the number of
-// SVIDs signed.
+// at now. It returns the number of SVIDs signed.
 func (s *Syncer) signStale(ctx context.Context, now time.Time) (int, error) {
-	stale := s.cache.StaleEntries(now)
+	return s.signEntries(ctx, s.cache.StaleEntries(now))
+}
+
+// signEntries signs a new X509-SVID for each entry, batchSize CSRs per
+// BatchNewX509SVID call in the given order, and stores each batch's SVIDs
+// in the cache as it arrives. Entries the server refuses are logged and
+// retried at the next sync. It returns the number of SVIDs signed.
+func (s *Syncer) signEntries(ctx context.Context, stale []cache.StaleEntry) (int, error) {
 	signed := 0
 	for len(stale) > 0 {
 		n := min(len(stale), s.batchSize)
@@ -86,6 +90,9 @@ func (s *Syncer) signStale(ctx context.Context, now time.Time) (int, error) {
 		stale = stale[n:]
 		svids, err := s.signBatch(ctx, batch)
 		if len(svids) > 0 {
+			for id, svid := range svids {
+				s.chains[id] = chainKeys(svid.Chain)
+			}
 			s.cache.SetSVIDs(svids)
 			signed += len(svids)
 		}

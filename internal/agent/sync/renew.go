@@ -115,6 +115,15 @@ func (c *Client) rotate(ctx context.Context) error {
 	return nil
 }
 
+// rotateNow renews the agent SVID at once (its authority was tainted). A
+// refusal is handled as in the renewal loop.
+func (c *Client) rotateNow(ctx context.Context) error {
+	if err := c.rotate(ctx); err != nil {
+		return c.recover(ctx, err)
+	}
+	return nil
+}
+
 // reattestLocked attests the node again with a key in the other slot.
 // Callers hold rotMu.
 func (c *Client) reattestLocked(ctx context.Context) error {

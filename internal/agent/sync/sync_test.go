@@ -844,3 +844,61 @@ func (a *agent) runB(b *testing.B) {
 	go func() { done <- a.syncer.Run(ctx) }()
 	b.Cleanup(func() { cancel(); <-done })
 }
+
+func TestTaintedAuthorityRotatesSVIDs(t *testing.T) {
+	srv := servertest.New(t, td, servertest.Options{})
+	srv.AddJoinToken("tok")
+	srv.SetEntries(
+		servertest.Entry("e1", td, "/w1", "unix:uid:1000"),
+		servertest.Entry("e2", td, "/w2", "unix:uid:1000"),
+	)
+	a, err := newAgent(t, srv, agentOpts{token: "tok", syncInterval: time.Hour, pollInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := a.run(t)
+	waitFor(t, a.cache, uid1000, hasIDs("e1", "e2"))
+
+	next := srv.TaintAndRotate()
+	signedByNext := func(u *cache.Update) bool {
+		if len(u.Identities) != 2 {
+			return false
+		}
+		for _, id := range u.Identities {
+			if in := id.SVID.Intermediates(); len(in) == 0 || !in[0].Equal(next.Intermediate) {
+				return false
+			}
+		}
+		return true
+	}
+	waitFor(t, a.cache, uid1000, signedByNext)
+	deadline := time.Now().Add(10 * time.Second)
+	for !a.client.SVID().Certificates[1].Equal(next.Intermediate) {
+		if time.Now().After(deadline) {
+			t.Fatal("agent SVID not rotated away from the tainted authority")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := srv.Calls("RenewAgent"); got != 1 {
+		t.Fatalf("RenewAgent calls = %d, want 1", got)
+	}
+	if b := srv.Batches(); len(b) != 2 || !slices.Equal(sorted(b[1]), []string{"e1", "e2"}) {
+		t.Fatalf("batches = %v, want a second batch re-signing e1 and e2", b)
+	}
+	// The new bundle (both roots) is stored for the next start.
+	stored, err := a.store.Bundle()
+	if err != nil || len(stored) != 2 {
+		t.Fatalf("stored bundle = %d certs, %v; want 2", len(stored), err)
+	}
+	// Handled once: later syncs do not rotate again.
+	srv.SetEntries(servertest.Entry("e3", td, "/w3", "unix:uid:1000"))
+	waitFor(t, a.cache, uid1000, hasIDs("e1", "e2", "e3"))
+	if got := srv.Calls("RenewAgent"); got != 1 {
+		t.Fatalf("RenewAgent calls = %d after a later sync, want 1", got)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("agent stopped: %v", err)
+	default:
+	}
+}

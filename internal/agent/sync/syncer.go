@@ -89,6 +89,11 @@ type Syncer struct {
 	entries          map[string]*types.Entry
 	useGetAuthorized bool
 	federated        map[spiffeid.TrustDomain]struct{}
+	// chains holds, by entry ID, the key IDs the entry's SVID chains to.
+	chains map[string][]string
+	// taintHandled holds the subject key IDs of tainted authorities whose
+	// SVIDs were rotated.
+	taintHandled map[string]struct{}
 }
 
 // NewSyncer checks cfg and returns a Syncer.
@@ -119,18 +124,20 @@ func NewSyncer(cfg SyncerConfig) (*Syncer, error) {
 		return nil, wrapErr(fmt.Errorf("unknown workload key type %q", cfg.WorkloadKeyType))
 	}
 	return &Syncer{
-		client:    cfg.Client,
-		cache:     cfg.Cache,
-		log:       cfg.Logger,
-		jitter:    newJitter(cfg.Rand),
-		poll:      cfg.PollInterval,
-		interval:  cfg.SyncInterval,
-		batchSize: cfg.BatchSize,
-		keyType:   cfg.WorkloadKeyType,
-		trigger:   make(chan struct{}, 1),
-		synced:    make(chan struct{}),
-		entries:   make(map[string]*types.Entry),
-		federated: make(map[spiffeid.TrustDomain]struct{}),
+		client:       cfg.Client,
+		cache:        cfg.Cache,
+		log:          cfg.Logger,
+		jitter:       newJitter(cfg.Rand),
+		poll:         cfg.PollInterval,
+		interval:     cfg.SyncInterval,
+		batchSize:    cfg.BatchSize,
+		keyType:      cfg.WorkloadKeyType,
+		trigger:      make(chan struct{}, 1),
+		synced:       make(chan struct{}),
+		entries:      make(map[string]*types.Entry),
+		federated:    make(map[spiffeid.TrustDomain]struct{}),
+		chains:       make(map[string][]string),
+		taintHandled: make(map[string]struct{}),
 	}, nil
 }
 
@@ -196,6 +203,14 @@ func (s *Syncer) syncOnce(ctx context.Context) (time.Time, error) {
 		}
 	}
 	s.cache.SetEntries(entries)
+	for id := range s.chains {
+		if _, ok := s.entries[id]; !ok {
+			delete(s.chains, id)
+		}
+	}
+	if err := s.rotateTainted(ctx, entries, own.taintedX509); err != nil {
+		return time.Time{}, s.refusal(ctx, err, false)
+	}
 
 	now := time.Now()
 	signed, err := s.signStale(ctx, now)

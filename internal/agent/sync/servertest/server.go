@@ -10,6 +10,7 @@
 package servertest
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -67,7 +68,8 @@ const ReattestType = "test_reattest"
 
 // Server is the fake. Its methods are safe for concurrent use.
 type Server struct {
-	tb   testing.TB
+	tb testing.TB
+	// CA is the first authority; it signs until TaintAndRotate.
 	CA   *CA
 	TD   spiffeid.TrustDomain
 	opts Options
@@ -76,6 +78,8 @@ type Server struct {
 	jwtKey     *ecdsa.PrivateKey
 
 	mu        sync.Mutex
+	active    *CA
+	tainted   []*CA
 	addr      string
 	gs        *grpc.Server
 	done      chan struct{}
@@ -136,6 +140,7 @@ func New(tb testing.TB, td spiffeid.TrustDomain, opts Options) *Server {
 		opts:       opts,
 		serverCert: tls.Certificate{Certificate: [][]byte{chain[0].Raw, chain[1].Raw}, PrivateKey: serverKey, Leaf: chain[0]},
 		jwtKey:     jwtKey,
+		active:     ca,
 		addr:       "127.0.0.1:0",
 		tokens:     make(map[string]struct{}),
 		nodes:      make(map[string]struct{}),
@@ -159,8 +164,44 @@ func (s *Server) Addr() string {
 	return s.addr
 }
 
-// Bundle returns the trust domain's X.509 authorities (the root).
-func (s *Server) Bundle() []*x509.Certificate { return []*x509.Certificate{s.CA.Root} }
+// Bundle returns the trust domain's X.509 authorities: the roots of the
+// tainted authorities, then the active one's.
+func (s *Server) Bundle() []*x509.Certificate {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*x509.Certificate
+	for _, ca := range s.tainted {
+		out = append(out, ca.Root)
+	}
+	return append(out, s.active.Root)
+}
+
+// ActiveCA returns the authority that signs new SVIDs.
+func (s *Server) ActiveCA() *CA {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.active
+}
+
+// TaintAndRotate makes a new authority active and marks the previous one
+// tainted in the bundle (spire-server localauthority x509 taint), then
+// pushes a new revision. The server keeps its own TLS certificate, which
+// still chains to the tainted root.
+func (s *Server) TaintAndRotate() *CA {
+	s.tb.Helper()
+	next := NewCA(s.tb, s.TD)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tainted = append(s.tainted, s.active)
+	s.active = next
+	s.bumpLocked()
+	return next
+}
+
+// sign signs with the active authority.
+func (s *Server) sign(id spiffeid.ID, pub crypto.PublicKey, ttl time.Duration, dnsNames ...string) ([]*x509.Certificate, error) {
+	return s.ActiveCA().Sign(id, pub, ttl, dnsNames...)
+}
 
 // Start serves on the server's address (a new port the first time). It is
 // a no-op when serving.
@@ -183,14 +224,22 @@ func (s *Server) Start() {
 		s.tb.Fatalf("servertest: listen: %v", err)
 	}
 	s.addr = l.Addr().String()
-	pool := x509.NewCertPool()
-	pool.AddCert(s.CA.Root)
 	tlsConf := &tls.Config{
-		Certificates:           []tls.Certificate{s.serverCert},
-		ClientAuth:             tls.VerifyClientCertIfGiven,
-		ClientCAs:              pool,
-		MinVersion:             tls.VersionTLS12,
-		SessionTicketsDisabled: true,
+		MinVersion: tls.VersionTLS12,
+		// Client CAs follow the bundle, as authorities rotate.
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			pool := x509.NewCertPool()
+			for _, r := range s.Bundle() {
+				pool.AddCert(r)
+			}
+			return &tls.Config{
+				Certificates:           []tls.Certificate{s.serverCert},
+				ClientAuth:             tls.VerifyClientCertIfGiven,
+				ClientCAs:              pool,
+				MinVersion:             tls.VersionTLS12,
+				SessionTicketsDisabled: true,
+			}, nil
+		},
 	}
 	gs := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(tlsConf)),

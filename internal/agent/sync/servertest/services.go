@@ -72,7 +72,7 @@ func (a agentService) AttestAgent(stream agentv1.Agent_AttestAgentServer) error 
 	if err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
-	chain, err := s.CA.Sign(id, csr.PublicKey, s.opts.AgentTTL)
+	chain, err := s.sign(id, csr.PublicKey, s.opts.AgentTTL)
 	if err != nil {
 		return status.Error(codes.Internal, err.Error())
 	}
@@ -98,7 +98,7 @@ func (a agentService) RenewAgent(ctx context.Context, req *agentv1.RenewAgentReq
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "invalid CSR: %v", err)
 	}
-	chain, err := s.CA.Sign(id, csr.PublicKey, s.opts.AgentTTL)
+	chain, err := s.sign(id, csr.PublicKey, s.opts.AgentTTL)
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
@@ -121,9 +121,16 @@ func (b bundleService) GetBundle(context.Context, *bundlev1.GetBundleRequest) (*
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
+	s.mu.Lock()
+	var authorities []*types.X509Certificate
+	for _, ca := range s.tainted {
+		authorities = append(authorities, &types.X509Certificate{Asn1: ca.Root.Raw, Tainted: true})
+	}
+	authorities = append(authorities, &types.X509Certificate{Asn1: s.active.Root.Raw})
+	s.mu.Unlock()
 	return &types.Bundle{
 		TrustDomain:     s.TD.Name(),
-		X509Authorities: []*types.X509Certificate{{Asn1: s.CA.Root.Raw}},
+		X509Authorities: authorities,
 		JwtAuthorities:  []*types.JWTKey{{PublicKey: pub, KeyId: "jwt-key", ExpiresAt: time.Now().Add(24 * time.Hour).Unix()}},
 		SequenceNumber:  1,
 	}, nil
@@ -269,7 +276,7 @@ func (v svidService) sign(p *svidv1.NewX509SVIDParams) *svidv1.BatchNewX509SVIDR
 	if en.GetX509SvidTtl() > 0 {
 		ttl = time.Duration(en.GetX509SvidTtl()) * time.Second
 	}
-	chain, err := s.CA.Sign(id, csr.PublicKey, ttl, en.GetDnsNames()...)
+	chain, err := s.sign(id, csr.PublicKey, ttl, en.GetDnsNames()...)
 	if err != nil {
 		return fail(codes.Internal, err.Error())
 	}
