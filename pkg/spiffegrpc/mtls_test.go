@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 )
 
@@ -294,4 +296,52 @@ func TestNewMTLSAuth_RequiresSourcesAndAuthorizer(t *testing.T) {
 			}
 		})
 	}
+}
+
+// svidSource is a mutable x509svid.Source.
+type svidSource struct{ p atomic.Pointer[x509svid.SVID] }
+
+func (s *svidSource) GetX509SVID() (*x509svid.SVID, error) { return s.p.Load(), nil }
+
+// Extension: an established connection is re-checked on every call. When
+// the client's SVID expires, calls on it are refused and the server closes
+// it, so the client redials with its rotated SVID and goes on.
+func TestMTLS_ExpiryRecheckedPerCallAndClientRedials(t *testing.T) {
+	ca := spiffegrpctest.NewCA(t, tdA)
+	var now atomic.Pointer[time.Time]
+	start := time.Now()
+	now.Store(&start)
+	clock := func() time.Time { return *now.Load() }
+
+	metrics, reg := newMetrics(t)
+	auth, err := spiffegrpc.NewMTLSAuth(ca.X509SVID(t, serverID), ca.X509Bundle(), spiffegrpc.AuthorizeID(clientID),
+		spiffegrpc.WithClock(clock), spiffegrpc.WithMetrics(metrics))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := startServer(t, "tcp", auth.ServerOptions()...)
+	src := &svidSource{}
+	src.p.Store(ca.X509SVID(t, clientID)) // expires in one hour
+	cc := dial(t, srv.addr, grpccredentials.MTLSClientCredentials(src, ca.X509Bundle(), tlsconfig.AuthorizeID(serverID)))
+	ctx := ctxT(t)
+	if _, err := spiffegrpctest.CallWho(ctx, cc); err != nil {
+		t.Fatal(err)
+	}
+
+	later := start.Add(90 * time.Minute)
+	now.Store(&later)
+	_, err = spiffegrpctest.CallWho(ctx, cc)
+	wantStatus(t, err, "Unauthenticated", "X509-SVID chain expired")
+
+	// The client rotates; the server drops the stale connection.
+	src.p.Store(ca.X509SVID(t, clientID, func(c *x509.Certificate) { c.NotAfter = later.Add(time.Hour) }))
+	for s := cc.GetState(); s == connectivity.Ready; s = cc.GetState() {
+		if !cc.WaitForStateChange(ctx, s) {
+			t.Fatal("connection never closed")
+		}
+	}
+	if _, err := spiffegrpctest.CallWho(ctx, cc); err != nil {
+		t.Fatalf("call after redial: %v", err)
+	}
+	wantMetrics(t, reg, "grpc_auth", spiffegrpctest.MethodWho, 2, 1, map[spiffegrpc.Reason]int{spiffegrpc.ReasonExpired: 1})
 }
