@@ -29,6 +29,7 @@ import (
 	"github.com/neural-hive/hive-identity/internal/agent/sync"
 	"github.com/neural-hive/hive-identity/internal/agent/workloadapi"
 	"github.com/neural-hive/hive-identity/internal/agent/workloadattest"
+	"github.com/neural-hive/hive-identity/internal/telemetry"
 )
 
 // Key manager kinds (the agent's KeyManager plugin).
@@ -168,7 +169,7 @@ func New(cfg Config) (*Agent, error) {
 		AttestOnce:        !cfg.RetryBootstrap,
 		Store:             store,
 		KeyManager:        km,
-		Logger:            cfg.Logger.With("subsystem_name", "client"),
+		Logger:            cfg.Logger.With(telemetry.SubsystemName, "client"),
 		Rand:              cfg.Rand,
 		Metrics:           cfg.Metrics,
 	})
@@ -179,7 +180,7 @@ func New(cfg Config) (*Agent, error) {
 		TrustDomain: cfg.TrustDomain,
 		JWTSigner:   client,
 		MaxJWTSVIDs: cfg.JWTSVIDCacheSize,
-		Logger:      cfg.Logger.With("subsystem_name", "cache"),
+		Logger:      cfg.Logger.With(telemetry.SubsystemName, "cache"),
 	})
 	if err != nil {
 		return nil, wrapErr(err)
@@ -196,7 +197,7 @@ func New(cfg Config) (*Agent, error) {
 		AllowedForeignJWTClaims: cfg.AllowedForeignJWTClaims,
 		Cache:                   c,
 		Attestor:                attestor,
-		Logger:                  cfg.Logger.With("subsystem_name", "endpoints"),
+		Logger:                  cfg.Logger.With(telemetry.SubsystemName, "endpoints"),
 	})
 	if err != nil {
 		return nil, wrapErr(err)
@@ -230,7 +231,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	syncer, err := sync.NewSyncer(sync.SyncerConfig{
 		Client:          a.client,
 		Cache:           a.cache,
-		Logger:          a.log.With("subsystem_name", "sync"),
+		Logger:          a.log.With(telemetry.SubsystemName, "sync"),
 		Rand:            a.cfg.Rand,
 		PollInterval:    a.cfg.PollInterval,
 		SyncInterval:    a.cfg.SyncInterval,
@@ -239,7 +240,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return wrapErr(err)
 	}
-	a.log.Info("Starting agent", "spiffe_id", a.client.ID().String(), "server_address", a.cfg.ServerAddress)
+	a.log.Info("Starting agent", telemetry.SPIFFEID, a.client.ID().String(), telemetry.Address, a.cfg.ServerAddress)
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.client.Run(ctx) })
@@ -254,7 +255,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return nil
 	})
 	if err := g.Wait(); err != nil {
-		a.log.Error("Agent stopped", "error", err)
+		a.log.Error("Agent stopped", telemetry.Error, err)
 		return wrapErr(err)
 	}
 	a.log.Info("Agent stopped")

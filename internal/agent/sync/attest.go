@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/neural-hive/hive-identity/internal/agent/nodeattest"
+	"github.com/neural-hive/hive-identity/internal/telemetry"
 )
 
 // Key IDs of the agent SVID key in the KeyManager. A renewal writes the new
@@ -47,34 +48,34 @@ func (c *Client) Init(ctx context.Context) error {
 				return err
 			}
 		}
-		c.log.Info("SVID loaded", "spiffe_id", cur.svid.ID.String(), "expires_at", cur.svid.Certificates[0].NotAfter)
+		c.log.Info("SVID loaded", telemetry.SPIFFEID, cur.svid.ID.String(), telemetry.ExpiresAt, cur.svid.Certificates[0].NotAfter)
 		return c.install(cur)
 	}
 	if c.cfg.Attestor == nil {
 		return wrapErr(fmt.Errorf("no usable agent SVID (%s) and no node attestor configured", reason))
 	}
-	c.log.Info("Starting node attestation", "reason", reason, "attestor", c.cfg.Attestor.Type())
+	c.log.Info("Starting node attestation", telemetry.Reason, reason, telemetry.Attestor, c.cfg.Attestor.Type())
 	bo := newRetryBackoff(time.Second, 30*time.Second, c.jitter)
 	for {
 		cur, err := c.attest(ctx, keySlotA)
 		if err == nil {
-			c.log.Info("Node attestation was successful", "spiffe_id", cur.svid.ID.String(), "reattestable", cur.reattestable)
+			c.log.Info("Node attestation was successful", telemetry.SPIFFEID, cur.svid.ID.String(), "reattestable", cur.reattestable)
 			return c.install(cur)
 		}
-		c.metrics.NodeAttestationFailed()
+		c.metrics.NodeAttestationFailed(c.cfg.Attestor.Type(), telemetry.ReasonFromError(err))
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		if permanent(err) {
-			c.log.Error("Node attestation failed", "error", err)
+			c.log.Error("Node attestation failed", telemetry.Error, err)
 			return refusedError("node attestation", err)
 		}
 		if _, isStatus := status.FromError(err); !isStatus || c.cfg.AttestOnce {
-			c.log.Error("Node attestation failed", "error", err)
+			c.log.Error("Node attestation failed", telemetry.Error, err)
 			return err
 		}
 		d := bo.next()
-		c.log.Warn("Node attestation failed; retrying", "error", err, "retry_in", d)
+		c.log.Warn("Node attestation failed; retrying", telemetry.Error, err, telemetry.RetryInterval, d)
 		if !sleep(ctx, d) {
 			return ctx.Err()
 		}
@@ -88,7 +89,7 @@ func (c *Client) loadBundle() error {
 	switch {
 	case err == nil:
 		c.bundle.Store(x509bundle.FromX509Authorities(c.cfg.TrustDomain, stored))
-		c.log.Info("Bundle loaded", "trust_domain", c.cfg.TrustDomain.String())
+		c.log.Info("Bundle loaded", telemetry.TrustDomain, c.cfg.TrustDomain.String())
 		return nil
 	case c.cfg.InsecureBootstrap:
 		if len(c.cfg.TrustBundle) > 0 {
@@ -111,12 +112,12 @@ func (c *Client) loadSVID() (*agentCreds, string) {
 	}
 	leaf := chain[0]
 	if !time.Now().Add(clockSkew).Before(leaf.NotAfter) {
-		c.log.Warn("Stored SVID is expired; attesting again", "expires_at", leaf.NotAfter)
+		c.log.Warn("Stored SVID is expired; attesting again", telemetry.ExpiresAt, leaf.NotAfter)
 		return nil, "stored SVID expired"
 	}
 	id, err := x509svid.IDFromCert(leaf)
 	if err != nil || id.TrustDomain() != c.cfg.TrustDomain {
-		c.log.Warn("Stored SVID is not an SVID of the trust domain; attesting again", "error", err)
+		c.log.Warn("Stored SVID is not an SVID of the trust domain; attesting again", telemetry.Error, err)
 		return nil, "stored SVID invalid"
 	}
 	for _, slot := range []string{keySlotA, keySlotB} {
@@ -180,7 +181,7 @@ func (c *Client) attest(ctx context.Context, slot string) (*agentCreds, error) {
 		if cur == nil {
 			return nil, wrapErr(fmt.Errorf("get bundle after attestation: %w", err))
 		}
-		c.log.Warn("Could not get the bundle after attestation; keeping the bootstrap bundle", "error", err)
+		c.log.Warn("Could not get the bundle after attestation; keeping the bootstrap bundle", telemetry.Error, err)
 		authorities = cur.X509Authorities()
 	}
 	if err := c.storeBundle(authorities); err != nil {
@@ -210,7 +211,7 @@ func (c *Client) fetchBootstrapBundle(ctx context.Context) error {
 			return c.storeBundle(b.bundle.X509Authorities())
 		}
 		d := bo.next()
-		c.log.Warn("Could not get the bundle; retrying", "error", err, "retry_in", d)
+		c.log.Warn("Could not get the bundle; retrying", telemetry.Error, err, telemetry.RetryInterval, d)
 		if !sleep(ctx, d) {
 			return ctx.Err()
 		}

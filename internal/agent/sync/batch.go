@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/neural-hive/hive-identity/internal/agent/cache"
+	"github.com/neural-hive/hive-identity/internal/telemetry"
 )
 
 // DefaultBatchSize is the most CSRs sent in one BatchNewX509SVID call: the
@@ -111,9 +112,9 @@ func (s *Syncer) newCSRRequests(stale []cache.StaleEntry) ([]*csrRequest, error)
 	g.SetLimit(runtime.GOMAXPROCS(0))
 	for i, st := range stale {
 		if st.SVIDExpiresAt.IsZero() {
-			s.log.Debug("Creating X509-SVID", "entry_id", st.Entry.ID, "spiffe_id", st.Entry.SPIFFEID.String())
+			s.log.Debug("Creating X509-SVID", telemetry.EntryID, st.Entry.ID, telemetry.SPIFFEID, st.Entry.SPIFFEID.String())
 		} else {
-			s.log.Debug("Renewing X509-SVID", "entry_id", st.Entry.ID, "spiffe_id", st.Entry.SPIFFEID.String(), "expires_at", st.SVIDExpiresAt)
+			s.log.Debug("Renewing X509-SVID", telemetry.EntryID, st.Entry.ID, telemetry.SPIFFEID, st.Entry.SPIFFEID.String(), telemetry.ExpiresAt, st.SVIDExpiresAt)
 		}
 		g.Go(func() (err error) {
 			batch[i], err = newCSRRequest(st.Entry, s.keyType)
@@ -149,16 +150,16 @@ func (s *Syncer) signBatch(ctx context.Context, batch []*csrRequest) (map[string
 	for i, r := range results {
 		req := batch[i]
 		if code := codes.Code(r.GetStatus().GetCode()); code != codes.OK {
-			s.log.Warn("Failed to mint X509-SVID", "entry_id", req.entry.ID, "status", code.String(), "error", r.GetStatus().GetMessage())
+			s.log.Warn("Failed to mint X509-SVID", telemetry.EntryID, req.entry.ID, telemetry.Status, code.String(), telemetry.Error, r.GetStatus().GetMessage())
 			continue
 		}
 		chain, err := parseChain(r.GetSvid().GetCertChain())
 		if err != nil {
-			s.log.Warn("Received an invalid X509-SVID", "entry_id", req.entry.ID, "error", err)
+			s.log.Warn("Received an invalid X509-SVID", telemetry.EntryID, req.entry.ID, telemetry.Error, err)
 			continue
 		}
 		if err := checkWorkloadSVID(chain, req); err != nil {
-			s.log.Warn("Received an invalid X509-SVID", "entry_id", req.entry.ID, "error", err)
+			s.log.Warn("Received an invalid X509-SVID", telemetry.EntryID, req.entry.ID, telemetry.Error, err)
 			continue
 		}
 		out[req.entry.ID] = &cache.X509SVID{Chain: chain, Key: req.key, EntryRevision: req.entry.RevisionNumber}

@@ -14,6 +14,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/neural-hive/hive-identity/internal/telemetry"
 )
 
 // bundleData is a bundle of the server API with its tainted authorities.
@@ -96,7 +98,7 @@ func (c *Client) fetchBundles(ctx context.Context, federated []spiffeid.TrustDom
 			switch status.Code(err) {
 			case codes.OK:
 			case codes.NotFound:
-				c.log.Warn("Federated bundle not found", "federated_bundle", td.String())
+				c.log.Warn("Federated bundle not found", telemetry.FederatedBundle, td.String())
 				continue
 			default:
 				return fmt.Errorf("get federated bundle %q: %w", td, err)

@@ -43,17 +43,33 @@ type Store interface {
 	SetBundle(authorities []*x509.Certificate) error
 }
 
-// Metrics receives the agent's counts; nil methods are never called on a
-// nil Metrics (the Client uses a no-op).
+// Metrics receives the agent's measurements (*telemetry.AgentMetrics
+// implements it). The Client and the Syncer built on it report to the
+// Client's Metrics.
 type Metrics interface {
 	// NodeAttestationFailed counts a failed node attestation attempt
-	// (spire_agent_attestation_errors_total).
-	NodeAttestationFailed()
+	// (spire_agent_attestation_errors_total{type="node"}); reason is
+	// telemetry.ReasonFromError of the failure.
+	NodeAttestationFailed(attestor, reason string)
+	// SetAgentSVID records the validity of the agent's own SVID.
+	SetAgentSVID(notBefore, notAfter time.Time)
+	// RevisionAnnounced records a revision the server pushed.
+	RevisionAnnounced(revision int64)
+	// SyncCompleted records a successful sync that applied revision.
+	SyncCompleted(revision int64, at time.Time)
+	// ObservePropagation records the time from a pushed revision to the
+	// end of the sync that applied it (entries, bundles and SVIDs in the
+	// cache).
+	ObservePropagation(d time.Duration)
 }
 
 type noMetrics struct{}
 
-func (noMetrics) NodeAttestationFailed() {}
+func (noMetrics) NodeAttestationFailed(string, string) {}
+func (noMetrics) SetAgentSVID(time.Time, time.Time)    {}
+func (noMetrics) RevisionAnnounced(int64)              {}
+func (noMetrics) SyncCompleted(int64, time.Time)       {}
+func (noMetrics) ObservePropagation(time.Duration)     {}
 
 // ClientConfig configures a Client.
 type ClientConfig struct {
@@ -85,7 +101,7 @@ type ClientConfig struct {
 	Logger *slog.Logger
 	// Rand jitters retry delays. Nil: seeded from the runtime.
 	Rand *rand.Rand
-	// Metrics receives counts. Nil: none.
+	// Metrics receives measurements. Nil: none.
 	Metrics Metrics
 	// RPCTimeout bounds each call. Zero: DefaultRPCTimeout.
 	RPCTimeout time.Duration
@@ -235,6 +251,8 @@ func (c *Client) reconnectNow() {
 // connection, so the next calls present the new certificate.
 func (c *Client) install(cur *agentCreds) error {
 	c.creds.Store(cur)
+	leaf := cur.svid.Certificates[0]
+	c.metrics.SetAgentSVID(leaf.NotBefore, leaf.NotAfter)
 	cc, err := c.dial(c.mtlsConfig())
 	if err != nil {
 		return err

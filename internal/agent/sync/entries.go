@@ -11,6 +11,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/neural-hive/hive-identity/internal/telemetry"
 )
 
 // entryMask is what the agent asks of each entry: SPIRE's agent mask plus
@@ -52,7 +54,7 @@ func (s *Syncer) fetchEntries(ctx context.Context) error {
 		entries := make(map[string]*types.Entry, len(resp.GetEntries()))
 		for _, e := range resp.GetEntries() {
 			if e.GetId() == "" {
-				s.log.Warn("Received malformed entry from the server", "error", "empty entry ID")
+				s.log.Warn("Received malformed entry from the server", telemetry.Error, "empty entry ID")
 				continue
 			}
 			entries[e.GetId()] = e
@@ -84,7 +86,7 @@ func (s *Syncer) syncEntries(ctx context.Context, client entryv1.EntryClient) er
 	keep := func(entries []*types.Entry) {
 		for _, e := range entries {
 			if e.GetId() == "" {
-				s.log.Warn("Received malformed entry from the server", "error", "empty entry ID")
+				s.log.Warn("Received malformed entry from the server", telemetry.Error, "empty entry ID")
 				continue
 			}
 			seen[e.GetId()] = struct{}{}
@@ -123,7 +125,7 @@ func (s *Syncer) syncEntries(ctx context.Context, client entryv1.EntryClient) er
 		}
 		for _, rev := range resp.GetEntryRevisions() {
 			if rev.GetId() == "" || rev.GetRevisionNumber() < 0 {
-				s.log.Warn("Received malformed entry revision from the server", "entry_id", rev.GetId())
+				s.log.Warn("Received malformed entry revision from the server", telemetry.EntryID, rev.GetId())
 				continue
 			}
 			seen[rev.GetId()] = struct{}{}

@@ -11,6 +11,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/neural-hive/hive-identity/internal/telemetry"
 )
 
 // RenewAt returns when an SVID valid from notBefore to notAfter is renewed:
@@ -39,13 +41,13 @@ func (c *Client) Run(ctx context.Context) error {
 		},
 		backoff: newRetryBackoff(time.Second, 30*time.Second, c.jitter),
 		failed: func(err error, retry time.Duration) {
-			c.log.Error("Could not rotate agent SVID", "error", err, "retry_in", retry)
+			c.log.Error("Could not rotate agent SVID", telemetry.Error, err, telemetry.RetryInterval, retry)
 		},
 	}
 	leaf := cur.svid.Certificates[0]
 	err := t.run(ctx, RenewAt(leaf.NotBefore, leaf.NotAfter))
 	if err != nil {
-		c.log.Error("Agent SVID rotation stopped", "error", err)
+		c.log.Error("Agent SVID rotation stopped", telemetry.Error, err)
 	}
 	return err
 }
@@ -111,7 +113,7 @@ func (c *Client) rotate(ctx context.Context) error {
 	if err := c.install(next); err != nil {
 		return err
 	}
-	c.log.Info("Successfully rotated agent SVID", "spiffe_id", next.svid.ID.String(), "expires_at", chain[0].NotAfter)
+	c.log.Info("Successfully rotated agent SVID", telemetry.SPIFFEID, next.svid.ID.String(), telemetry.ExpiresAt, chain[0].NotAfter)
 	return nil
 }
 
@@ -130,13 +132,13 @@ func (c *Client) reattestLocked(ctx context.Context) error {
 	cur := c.creds.Load()
 	next, err := c.attest(ctx, otherSlot(cur.slot))
 	if err != nil {
-		c.metrics.NodeAttestationFailed()
+		c.metrics.NodeAttestationFailed(c.cfg.Attestor.Type(), telemetry.ReasonFromError(err))
 		return fmt.Errorf("reattest: %w", err)
 	}
 	if err := c.install(next); err != nil {
 		return err
 	}
-	c.log.Info("Successfully reattested node", "spiffe_id", next.svid.ID.String())
+	c.log.Info("Successfully reattested node", telemetry.SPIFFEID, next.svid.ID.String())
 	return nil
 }
 
@@ -152,21 +154,21 @@ func (c *Client) recover(ctx context.Context, err error) error {
 	}
 	cur := c.creds.Load()
 	if mustReattest(reason) && cur.reattestable && c.cfg.Attestor != nil {
-		c.log.Warn("Agent needs to re-attest; will attempt to re-attest", "reason", reason.String(), "error", err)
+		c.log.Warn("Agent needs to re-attest; will attempt to re-attest", telemetry.Reason, reason.String(), telemetry.Error, err)
 		c.rotMu.Lock()
 		rerr := c.reattestLocked(ctx)
 		c.rotMu.Unlock()
 		if rerr == nil {
 			return nil
 		}
-		c.log.Error("Agent failed re-attestation; removing SVID and shutting down", "error", rerr)
+		c.log.Error("Agent failed re-attestation; removing SVID and shutting down", telemetry.Error, rerr)
 	} else if mustReattest(reason) {
-		c.log.Error("Agent needs to re-attest and cannot: removing SVID and shutting down", "reason", reason.String(), "error", err)
+		c.log.Error("Agent needs to re-attest and cannot: removing SVID and shutting down", telemetry.Reason, reason.String(), telemetry.Error, err)
 	} else {
-		c.log.Error("Agent is banned: removing SVID and shutting down", "reason", reason.String(), "error", err)
+		c.log.Error("Agent is banned: removing SVID and shutting down", telemetry.Reason, reason.String(), telemetry.Error, err)
 	}
 	if derr := c.cfg.Store.DeleteSVID(); derr != nil {
-		c.log.Error("Could not remove the agent SVID", "error", derr)
+		c.log.Error("Could not remove the agent SVID", telemetry.Error, derr)
 	}
 	return refusedError(reason.String(), err)
 }
@@ -177,7 +179,7 @@ func (c *Client) refusedPlain(err error) error {
 	if status.Code(err) != codes.PermissionDenied {
 		return err
 	}
-	c.log.Error("Server denied the agent; shutting down", "error", err)
+	c.log.Error("Server denied the agent; shutting down", telemetry.Error, err)
 	return refusedError("permission denied", err)
 }
 

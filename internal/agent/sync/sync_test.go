@@ -22,11 +22,15 @@ import (
 	"github.com/neural-hive/hive-identity/internal/agent/storage"
 	"github.com/neural-hive/hive-identity/internal/agent/sync"
 	"github.com/neural-hive/hive-identity/internal/agent/sync/servertest"
+	"github.com/neural-hive/hive-identity/internal/telemetry"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("example.org")
 
-var _ sync.Cache = (*cache.Cache)(nil)
+var (
+	_ sync.Cache   = (*cache.Cache)(nil)
+	_ sync.Metrics = (*telemetry.AgentMetrics)(nil)
+)
 
 // agent is a Client, Syncer and Cache on one data directory.
 type agent struct {
@@ -50,6 +54,7 @@ type agentOpts struct {
 	initTimeout  time.Duration
 	keyType      string
 	attestOnce   bool
+	metrics      sync.Metrics
 }
 
 // newAgent builds and initializes an agent against srv (Init included).
@@ -87,6 +92,7 @@ func newAgent(t *testing.T, srv *servertest.Server, o agentOpts) (*agent, error)
 		Logger:            log,
 		RPCTimeout:        5 * time.Second,
 		AttestOnce:        o.attestOnce,
+		Metrics:           o.metrics,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -900,5 +906,69 @@ func TestTaintedAuthorityRotatesSVIDs(t *testing.T) {
 	case err := <-done:
 		t.Fatalf("agent stopped: %v", err)
 	default:
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	reg := telemetry.NewRegistry()
+	m, err := telemetry.NewAgentMetrics(reg, telemetry.AgentSources{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := servertest.New(t, td, servertest.Options{})
+	if _, err := newAgent(t, srv, agentOpts{token: "bad", metrics: m}); err == nil {
+		t.Fatal("Init with a bad token succeeded")
+	}
+	srv.AddJoinToken("tok")
+	srv.SetEntries(servertest.Entry("e1", td, "/w1", "unix:uid:1000"))
+	a, err := newAgent(t, srv, agentOpts{token: "tok", metrics: m, syncInterval: time.Hour, pollInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.run(t)
+	waitFor(t, a.cache, uid1000, hasIDs("e1"))
+	srv.SetEntries(servertest.Entry("e2", td, "/w2", "unix:uid:1000"))
+	waitFor(t, a.cache, uid1000, hasIDs("e1", "e2"))
+
+	values := map[string]float64{}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			for _, mm := range mf.GetMetric() {
+				key := mf.GetName()
+				for _, l := range mm.GetLabel() {
+					key += "," + l.GetName() + "=" + l.GetValue()
+				}
+				switch {
+				case mm.GetCounter() != nil:
+					values[key] = mm.GetCounter().GetValue()
+				case mm.GetGauge() != nil:
+					values[key] = mm.GetGauge().GetValue()
+				case mm.GetHistogram() != nil:
+					values[key] = float64(mm.GetHistogram().GetSampleCount())
+				}
+			}
+		}
+		if values["spire_agent_sync_revision"] == float64(srv.Revision()) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := values["spire_agent_attestation_errors_total,attestor=join_token,reason=rejected,type=node"]; got != 1 {
+		t.Fatalf("node attestation errors = %v, want 1 (metrics: %v)", got, values)
+	}
+	leaf := a.client.SVID().Certificates[0]
+	if got := values["spire_agent_svid_expiry_timestamp_seconds"]; got != float64(leaf.NotAfter.Unix()) {
+		t.Fatalf("agent SVID expiry = %v, want %v", got, leaf.NotAfter.Unix())
+	}
+	if got := values["spire_agent_sync_revision"]; got != float64(srv.Revision()) {
+		t.Fatalf("sync revision = %v, want %v", got, srv.Revision())
+	}
+	if values["spire_agent_entry_propagation_seconds"] < 1 {
+		t.Fatalf("no propagation observed: %v", values)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
@@ -17,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/neural-hive/hive-identity/internal/agent/cache"
+	"github.com/neural-hive/hive-identity/internal/telemetry"
 )
 
 // Defaults of SyncerConfig.
@@ -84,6 +86,11 @@ type Syncer struct {
 	trigger    chan struct{}
 	synced     chan struct{}
 	syncedOnce sync.Once
+	metrics    Metrics
+	// announced is the latest revision the server pushed; pendingSince the
+	// time (unix ns) of the first push not yet applied, 0 when none.
+	announced    atomic.Int64
+	pendingSince atomic.Int64
 
 	// Owned by the sync loop.
 	entries          map[string]*types.Entry
@@ -132,6 +139,7 @@ func NewSyncer(cfg SyncerConfig) (*Syncer, error) {
 		interval:     cfg.SyncInterval,
 		batchSize:    cfg.BatchSize,
 		keyType:      cfg.WorkloadKeyType,
+		metrics:      cfg.Client.metrics,
 		trigger:      make(chan struct{}, 1),
 		synced:       make(chan struct{}),
 		entries:      make(map[string]*types.Entry),
@@ -166,7 +174,7 @@ func (s *Syncer) Run(ctx context.Context) error {
 			fatal:   func(err error) bool { return errors.Is(err, ErrAgentRefused) },
 			backoff: newRetryBackoff(500*time.Millisecond, 30*time.Second, s.jitter),
 			failed: func(err error, retry time.Duration) {
-				s.log.Error("Synchronize failed", "error", err, "retry_in", retry)
+				s.log.Error("Synchronize failed", telemetry.Error, err, telemetry.RetryInterval, retry)
 				s.client.reconnectNow()
 			},
 		}
@@ -178,7 +186,14 @@ func (s *Syncer) Run(ctx context.Context) error {
 
 // syncOnce is one sync: entries, bundles, X509-SVIDs, due JWT-SVIDs. It
 // returns when the next sync is due.
-func (s *Syncer) syncOnce(ctx context.Context) (time.Time, error) {
+func (s *Syncer) syncOnce(ctx context.Context) (next time.Time, err error) {
+	rev := s.announced.Load()
+	since := s.pendingSince.Swap(0)
+	defer func() {
+		if err != nil && since != 0 {
+			s.pendingSince.CompareAndSwap(0, since)
+		}
+	}()
 	if err := s.fetchEntries(ctx); err != nil {
 		return time.Time{}, s.refusal(ctx, err, true)
 	}
@@ -215,19 +230,23 @@ func (s *Syncer) syncOnce(ctx context.Context) (time.Time, error) {
 	now := time.Now()
 	signed, err := s.signStale(ctx, now)
 	if signed > 0 {
-		s.log.Info("Signed X509-SVIDs", "count", signed)
+		s.log.Info("Signed X509-SVIDs", telemetry.Count, signed)
 	}
 	if err != nil {
 		return time.Time{}, s.refusal(ctx, err, false)
 	}
 	if next, ok := s.cache.NextJWTRefresh(); ok && !now.Before(next) {
 		if err := s.cache.RefreshJWTSVIDs(ctx, now); err != nil {
-			s.log.Warn("Could not refresh JWT-SVIDs", "error", err)
+			s.log.Warn("Could not refresh JWT-SVIDs", telemetry.Error, err)
 		}
 	}
 	s.syncedOnce.Do(func() { close(s.synced) })
-
 	now = time.Now()
+	s.metrics.SyncCompleted(rev, now)
+	if since != 0 {
+		s.metrics.ObservePropagation(now.Sub(time.Unix(0, since)))
+	}
+
 	rot, rotOK := s.cache.NextX509Rotation()
 	jwt, jwtOK := s.cache.NextJWTRefresh()
 	return nextSync(now, s.interval, s.poll, due{rot, rotOK}, due{jwt, jwtOK}), nil
@@ -265,7 +284,7 @@ func (s *Syncer) cacheEntries() ([]*cache.Entry, []spiffeid.TrustDomain) {
 		}
 		e, err := cache.EntryFromProto(pe)
 		if err != nil {
-			s.log.Warn("Received malformed entry from the server", "entry_id", pe.GetId(), "error", err)
+			s.log.Warn("Received malformed entry from the server", telemetry.EntryID, pe.GetId(), telemetry.Error, err)
 			continue
 		}
 		for _, td := range e.FederatesWith {

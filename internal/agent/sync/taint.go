@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/neural-hive/hive-identity/internal/agent/cache"
+	"github.com/neural-hive/hive-identity/internal/telemetry"
 )
 
 // chainKeys returns the key IDs a chain depends on: the subject and
@@ -67,7 +68,7 @@ func (s *Syncer) rotateTainted(ctx context.Context, entries []*cache.Entry, tain
 		}
 	}
 	agentTainted := anyIn(chainKeys(s.client.SVID().Certificates), keys)
-	s.log.Info("Rotating SVIDs signed by tainted X.509 authorities", "count", len(force), "agent_svid", agentTainted)
+	s.log.Info("Rotating SVIDs signed by tainted X.509 authorities", telemetry.Count, len(force), "agent_svid", agentTainted)
 	if len(force) > 0 {
 		if _, err := s.signEntries(ctx, force); err != nil {
 			return err

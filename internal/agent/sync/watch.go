@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/neural-hive/hive-identity/internal/push"
+	"github.com/neural-hive/hive-identity/internal/telemetry"
 )
 
 // watch triggers a sync on every revision the server pushes (Extension:
@@ -24,7 +25,8 @@ func (s *Syncer) watch(ctx context.Context) error {
 		}
 		err := push.Watch(ctx, cc, func(rev int64) {
 			bo.reset()
-			s.log.Debug("Revision pushed", "revision", rev)
+			s.log.Debug("Revision pushed", telemetry.Revision, rev)
+			s.announce(rev)
 			s.Trigger()
 		})
 		if ctx.Err() != nil {
@@ -42,7 +44,7 @@ func (s *Syncer) watch(ctx context.Context) error {
 			continue // the connection was replaced after a renewal
 		}
 		d := bo.next()
-		s.log.Debug("Push stream ended; reconnecting", "error", err, "retry_in", d)
+		s.log.Debug("Push stream ended; reconnecting", telemetry.Error, err, telemetry.RetryInterval, d)
 		if !sleep(ctx, d) {
 			return nil
 		}
@@ -61,4 +63,16 @@ func (s *Syncer) pollLoop(ctx context.Context) error {
 			s.Trigger()
 		}
 	}
+}
+
+// announce records a pushed revision for the sync metrics.
+func (s *Syncer) announce(rev int64) {
+	for {
+		cur := s.announced.Load()
+		if rev <= cur || s.announced.CompareAndSwap(cur, rev) {
+			break
+		}
+	}
+	s.pendingSince.CompareAndSwap(0, time.Now().UnixNano())
+	s.metrics.RevisionAnnounced(rev)
 }
