@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -117,8 +119,7 @@ func (a *JWTAuth) kind() authKind         { return kindJWT }
 func (a *JWTAuth) authorizer() Authorizer { return a.authorize }
 
 func (a *JWTAuth) authenticate(ctx context.Context, _ string) (spiffeid.ID, *AuthError) {
-	md, _ := metadata.FromIncomingContext(ctx)
-	vals := md.Get("authorization")
+	vals := metadata.ValueFromIncomingContext(ctx, "authorization")
 	switch {
 	case len(vals) == 0:
 		return spiffeid.ID{}, authErr(ReasonMissingToken, "no authorization metadata")
@@ -374,8 +375,24 @@ func keyStillTrusted(bundles jwtbundle.Source, e cachedToken) bool {
 	if !ok {
 		return false
 	}
-	eq, ok := k.(interface{ Equal(crypto.PublicKey) bool })
-	return ok && eq.Equal(e.key)
+	return sameKey(k, e.key)
+}
+
+// sameKey compares public keys, by pointer first (the usual case: the same
+// bundle), then by value.
+func sameKey(a, b crypto.PublicKey) bool {
+	switch ka := a.(type) {
+	case *ecdsa.PublicKey:
+		if kb, ok := b.(*ecdsa.PublicKey); ok && ka == kb {
+			return true
+		}
+	case *rsa.PublicKey:
+		if kb, ok := b.(*rsa.PublicKey); ok && ka == kb {
+			return true
+		}
+	}
+	eq, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && eq.Equal(b)
 }
 
 func (c *tokenCache) store(token string, e cachedToken, now time.Time) {
