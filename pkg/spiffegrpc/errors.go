@@ -45,15 +45,18 @@ type AuthError struct {
 	Err    error
 }
 
+// Error returns "spiffegrpc: <reason>: <detail>"; it never contains a token.
 func (e *AuthError) Error() string {
 	return "spiffegrpc: " + string(e.Reason) + ": " + e.Err.Error()
 }
 
+// Unwrap returns the detail error.
 func (e *AuthError) Unwrap() error { return e.Err }
 
 func authErr(r Reason, format string, args ...any) *AuthError {
 	return &AuthError{Reason: r, Err: fmt.Errorf(format, args...)}
 }
 
-// ErrDenied is wrapped by the errors of this package's Authorizers.
+// ErrDenied is wrapped by the errors of this package's Authorizers, so that
+// composed policies can tell a refusal from a failure.
 var ErrDenied = errors.New("permission denied")
