@@ -31,6 +31,7 @@ import (
 	"github.com/neural-hive/hive-identity/internal/server/datastore"
 	"github.com/neural-hive/hive-identity/internal/server/endpoints"
 	"github.com/neural-hive/hive-identity/internal/server/index"
+	"github.com/neural-hive/hive-identity/internal/server/nodeattest"
 )
 
 // Defaults of Config, as SPIRE 1.13.
@@ -290,7 +291,15 @@ func (s *Server) newCA(store *datastore.Store) (*ca.CA, error) {
 // services builds every API service.
 func (s *Server) services(store *datastore.Store, serverCA *ca.CA, idx *index.Index, feed *index.Feed) ([]endpoints.Service, error) {
 	td := s.c.TrustDomain
-	entrySvc, err := entry.New(entry.Config{TrustDomain: td, Store: store, Changed: feed.Poke})
+	entrySvc, err := entry.New(entry.Config{TrustDomain: td, Store: store, Changed: feed.Poke, Authorized: idx})
+	if err != nil {
+		return nil, err
+	}
+	pushSvc, err := entry.NewPush(idx)
+	if err != nil {
+		return nil, err
+	}
+	attestors, err := s.nodeAttestors(store)
 	if err != nil {
 		return nil, err
 	}
@@ -299,6 +308,7 @@ func (s *Server) services(store *datastore.Store, serverCA *ca.CA, idx *index.In
 		return nil, err
 	}
 	agentSvc, err := agent.New(agent.Config{TrustDomain: td, Store: store, Clock: s.c.Clock,
+		CA: serverCA, NodeAttestors: attestors, AgentSVIDTTL: s.c.X509SVIDTTL, Changed: feed.Poke,
 		AgentRemoved: func(id string) {
 			idx.CloseAgent(id)
 			feed.Poke()
@@ -306,7 +316,7 @@ func (s *Server) services(store *datastore.Store, serverCA *ca.CA, idx *index.In
 	if err != nil {
 		return nil, err
 	}
-	svidSvc, err := svid.New(svid.Config{TrustDomain: td, CA: serverCA})
+	svidSvc, err := svid.New(svid.Config{TrustDomain: td, CA: serverCA, Entries: idx})
 	if err != nil {
 		return nil, err
 	}
@@ -318,7 +328,7 @@ func (s *Server) services(store *datastore.Store, serverCA *ca.CA, idx *index.In
 	if err != nil {
 		return nil, err
 	}
-	svcs := []endpoints.Service{entrySvc, bundleSvc, agentSvc, svidSvc, laSvc, tdSvc}
+	svcs := []endpoints.Service{entrySvc, pushSvc, bundleSvc, agentSvc, svidSvc, laSvc, tdSvc}
 	if s.c.LogLevel != nil {
 		logSvc, err := logger.New(logger.Config{Level: s.c.LogLevel})
 		if err != nil {
@@ -327,6 +337,35 @@ func (s *Server) services(store *datastore.Store, serverCA *ca.CA, idx *index.In
 		svcs = append(svcs, logSvc)
 	}
 	return svcs, nil
+}
+
+// nodeAttestors builds the configured node attestors (join_token,
+// x509pop) from their plugin_data.
+func (s *Server) nodeAttestors(store *datastore.Store) (map[string]nodeattest.Attestor, error) {
+	out := make(map[string]nodeattest.Attestor, len(s.c.NodeAttestors))
+	for name, data := range s.c.NodeAttestors {
+		switch name {
+		case "join_token":
+			out[name] = &nodeattest.JoinToken{TD: s.c.TrustDomain, Store: store, Clock: s.c.Clock}
+		case "x509pop":
+			if mode, _ := data["mode"].(string); mode != "" && mode != "default" {
+				return nil, fmt.Errorf("server: x509pop mode %q is not supported", mode)
+			}
+			cfg := nodeattest.X509PoPConfig{}
+			cfg.CABundlePaths, _ = data["ca_bundle_paths"].([]string)
+			cfg.CABundlePath, _ = data["ca_bundle_path"].(string)
+			cfg.AgentPathTemplate, _ = data["agent_path_template"].(string)
+			p, err := nodeattest.NewX509PoP(s.c.TrustDomain, cfg)
+			if err != nil {
+				return nil, fmt.Errorf("server: %w", err)
+			}
+			p.Clock = s.c.Clock
+			out[name] = p
+		default:
+			return nil, fmt.Errorf("server: unsupported node attestor %q", name)
+		}
+	}
+	return out, nil
 }
 
 // facts are the lookups authorization needs for TCP callers.

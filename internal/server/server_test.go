@@ -232,3 +232,13 @@ func TestServer_TCPBootstrap(t *testing.T) {
 		t.Fatalf("CountEntries without identity: %v", err)
 	}
 }
+
+func grpcUnix(t *testing.T, path string) (*grpc.ClientConn, error) {
+	t.Helper()
+	conn, err := grpc.NewClient("unix://"+path, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn, nil
+}

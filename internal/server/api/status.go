@@ -158,3 +158,18 @@ func ReadCode(err error) codes.Code {
 	}
 	return codes.Internal
 }
+
+// PermissionDenied returns a PermissionDenied status whose details carry the
+// reason, so that agents can act on it (re-attest, stop), as SPIRE's
+// errorutil.PermissionDenied.
+func PermissionDenied(log *slog.Logger, reason types.PermissionDeniedDetails_Reason, msg string) error {
+	if log == nil {
+		log = discardLogger
+	}
+	log.Error(capitalize(msg))
+	st := status.New(codes.PermissionDenied, msg)
+	if withDetails, err := st.WithDetails(&types.PermissionDeniedDetails{Reason: reason}); err == nil {
+		st = withDetails
+	}
+	return st.Err()
+}

@@ -10,6 +10,7 @@ package agent
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -24,7 +25,9 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/neural-hive/hive-identity/internal/server/api"
+	"github.com/neural-hive/hive-identity/internal/server/ca"
 	"github.com/neural-hive/hive-identity/internal/server/datastore"
+	"github.com/neural-hive/hive-identity/internal/server/nodeattest"
 )
 
 // Store is the part of the datastore the agent service uses;
@@ -37,21 +40,29 @@ type Store interface {
 	DeleteAttestedNode(ctx context.Context, spiffeID string) (*datastore.AttestedNode, error)
 	CreateJoinToken(ctx context.Context, t *datastore.JoinToken) error
 	CreateEntry(ctx context.Context, e *datastore.Entry) (*datastore.Entry, error)
+	CreateAttestedNode(ctx context.Context, n *datastore.AttestedNode) (*datastore.AttestedNode, error)
+	SetNodeSelectors(ctx context.Context, spiffeID string, sels []datastore.Selector) error
 }
 
-// Attestor serves the agent-facing RPCs (issue 3: node attestation and
-// renewal). A nil Attestor makes them Unimplemented.
-type Attestor interface {
-	AttestAgent(stream agentv1.Agent_AttestAgentServer) error
-	RenewAgent(ctx context.Context, req *agentv1.RenewAgentRequest) (*agentv1.RenewAgentResponse, error)
+// CA signs agent SVIDs; *ca.CA satisfies it.
+type CA interface {
+	SignX509SVID(ctx context.Context, p ca.X509SVIDParams) ([]*x509.Certificate, error)
 }
 
 // Config configures a Service.
 type Config struct {
 	TrustDomain spiffeid.TrustDomain
 	Store       Store
-	// Attestor, when set, serves AttestAgent and RenewAgent.
-	Attestor Attestor
+	// CA, when set, signs agent SVIDs: AttestAgent and RenewAgent are
+	// Unimplemented without it.
+	CA CA
+	// NodeAttestors are the configured node attestors by type
+	// ("join_token", "x509pop").
+	NodeAttestors map[string]nodeattest.Attestor
+	// AgentSVIDTTL is the lifetime of agent SVIDs (0: the CA's default).
+	AgentSVIDTTL time.Duration
+	// Changed, when set, is called after an attestation changed a node.
+	Changed func()
 	// AgentRemoved, when set, is called after an agent was evicted or
 	// banned, so that its open streams can be closed at once (T3).
 	AgentRemoved func(spiffeID string)
@@ -63,11 +74,14 @@ type Config struct {
 type Service struct {
 	agentv1.UnsafeAgentServer
 
-	td       spiffeid.TrustDomain
-	store    Store
-	attestor Attestor
-	removed  func(string)
-	now      func() time.Time
+	td        spiffeid.TrustDomain
+	store     Store
+	ca        CA
+	attestors map[string]nodeattest.Attestor
+	agentTTL  time.Duration
+	removed   func(string)
+	changed   func()
+	now       func() time.Time
 }
 
 // New returns the Agent service.
@@ -84,7 +98,11 @@ func New(c Config) (*Service, error) {
 	if c.AgentRemoved == nil {
 		c.AgentRemoved = func(string) {}
 	}
-	return &Service{td: c.TrustDomain, store: c.Store, attestor: c.Attestor, removed: c.AgentRemoved, now: c.Clock}, nil
+	if c.Changed == nil {
+		c.Changed = func() {}
+	}
+	return &Service{td: c.TrustDomain, store: c.Store, ca: c.CA, attestors: c.NodeAttestors, agentTTL: c.AgentSVIDTTL,
+		removed: c.AgentRemoved, changed: c.Changed, now: c.Clock}, nil
 }
 
 // Register registers the service on r.
@@ -310,22 +328,6 @@ func newUUID() string {
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
-}
-
-// AttestAgent attests a node and issues its agent SVID (issue 3).
-func (s *Service) AttestAgent(stream agentv1.Agent_AttestAgentServer) error {
-	if s.attestor == nil {
-		return status.Error(codes.Unimplemented, "method AttestAgent not implemented")
-	}
-	return s.attestor.AttestAgent(stream)
-}
-
-// RenewAgent renews the calling agent's SVID (issue 3).
-func (s *Service) RenewAgent(ctx context.Context, req *agentv1.RenewAgentRequest) (*agentv1.RenewAgentResponse, error) {
-	if s.attestor == nil {
-		return nil, status.Error(codes.Unimplemented, "method RenewAgent not implemented")
-	}
-	return s.attestor.RenewAgent(ctx, req)
 }
 
 // PostStatus is not implemented, as in SPIRE 1.13.

@@ -3,8 +3,9 @@
 // entries, with SPIRE 1.13's validation, codes and messages. It owns no
 // storage: entries live in the datastore, reached through the Store
 // interface. The agent-facing RPCs (GetAuthorizedEntries,
-// SyncAuthorizedEntries) are served from the authorized-entry index when one
-// is configured and are Unimplemented otherwise.
+// SyncAuthorizedEntries) are served from the in-memory authorized-entry
+// index, never from the datastore, when one is configured (Authorized) and
+// are Unimplemented otherwise.
 package entry
 
 import (
@@ -17,7 +18,6 @@ import (
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/neural-hive/hive-identity/internal/server/api"
 	"github.com/neural-hive/hive-identity/internal/server/datastore"
@@ -41,15 +41,28 @@ type Config struct {
 	// Changed, when set, is called after a batch that may have changed
 	// entries, so that the authorized-entry index reads the change log now.
 	Changed func()
+	// Authorized, when set, serves the agent RPCs GetAuthorizedEntries and
+	// SyncAuthorizedEntries; they are Unimplemented without it.
+	Authorized Authorized
+	// EntryPageSize is the page size of SyncAuthorizedEntries (default 500).
+	EntryPageSize int
+}
+
+// Authorized answers which entries an agent is authorized for;
+// *index.Index satisfies it.
+type Authorized interface {
+	AuthorizedEntries(agentID string) []*datastore.Entry
 }
 
 // Service serves the Entry API. It is safe for concurrent use.
 type Service struct {
 	entryv1.UnsafeEntryServer
 
-	td      spiffeid.TrustDomain
-	store   Store
-	changed func()
+	td         spiffeid.TrustDomain
+	store      Store
+	changed    func()
+	authorized Authorized
+	pageSize   int
 }
 
 // New returns the Entry service.
@@ -63,7 +76,10 @@ func New(c Config) (*Service, error) {
 	if c.Changed == nil {
 		c.Changed = func() {}
 	}
-	return &Service{td: c.TrustDomain, store: c.Store, changed: c.Changed}, nil
+	if c.EntryPageSize <= 0 {
+		c.EntryPageSize = 500
+	}
+	return &Service{td: c.TrustDomain, store: c.Store, changed: c.Changed, authorized: c.Authorized, pageSize: c.EntryPageSize}, nil
 }
 
 // Register registers the service on s.
@@ -248,14 +264,4 @@ func (s *Service) deleteEntry(ctx context.Context, log *slog.Logger, id string) 
 	default:
 		return api.MakeStatus(log, codes.Internal, "failed to delete entry", err)
 	}
-}
-
-// GetAuthorizedEntries is the agent RPC; it needs the authorized-entry index.
-func (s *Service) GetAuthorizedEntries(context.Context, *entryv1.GetAuthorizedEntriesRequest) (*entryv1.GetAuthorizedEntriesResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method GetAuthorizedEntries not implemented")
-}
-
-// SyncAuthorizedEntries is the agent RPC; it needs the authorized-entry index.
-func (s *Service) SyncAuthorizedEntries(entryv1.Entry_SyncAuthorizedEntriesServer) error {
-	return status.Error(codes.Unimplemented, "method SyncAuthorizedEntries not implemented")
 }

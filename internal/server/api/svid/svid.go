@@ -4,8 +4,10 @@
 // comes only from the CSR's single URI SAN, after validation against the
 // trust domain; its DNS names and subject are validated too, and nothing
 // else from the CSR reaches the certificate (CONFORMANCE T1). The agent RPCs
-// (BatchNewX509SVID, NewJWTSVID, NewDownstreamX509CA) are served by an
-// AgentSigner when one is configured and are Unimplemented otherwise.
+// (BatchNewX509SVID, NewJWTSVID) sign SVIDs for the registration entries
+// the calling agent is authorized for, with every field taken from the
+// entry and only the public key from the CSR (T1, T2).
+// NewDownstreamX509CA is Unimplemented.
 package svid
 
 import (
@@ -27,6 +29,7 @@ import (
 
 	"github.com/neural-hive/hive-identity/internal/server/api"
 	"github.com/neural-hive/hive-identity/internal/server/ca"
+	"github.com/neural-hive/hive-identity/internal/server/datastore"
 )
 
 // CA is the part of the server CA the service uses; *ca.CA satisfies it.
@@ -35,28 +38,28 @@ type CA interface {
 	SignJWTSVID(ctx context.Context, p ca.JWTSVIDParams) (string, error)
 }
 
-// AgentSigner serves the agent RPCs of the service (issue 3).
-type AgentSigner interface {
-	BatchNewX509SVID(ctx context.Context, req *svidv1.BatchNewX509SVIDRequest) (*svidv1.BatchNewX509SVIDResponse, error)
-	NewJWTSVID(ctx context.Context, req *svidv1.NewJWTSVIDRequest) (*svidv1.NewJWTSVIDResponse, error)
-	NewDownstreamX509CA(ctx context.Context, req *svidv1.NewDownstreamX509CARequest) (*svidv1.NewDownstreamX509CAResponse, error)
+// Entries answers which registration entries an agent is authorized for;
+// *index.Index satisfies it.
+type Entries interface {
+	AuthorizedEntries(agentID string) []*datastore.Entry
 }
 
 // Config configures a Service.
 type Config struct {
 	TrustDomain spiffeid.TrustDomain
 	CA          CA
-	// Agent, when set, serves the agent RPCs.
-	Agent AgentSigner
+	// Entries, when set, serves the agent RPCs BatchNewX509SVID and
+	// NewJWTSVID; they are Unimplemented without it.
+	Entries Entries
 }
 
 // Service serves the SVID API. It is safe for concurrent use.
 type Service struct {
 	svidv1.UnsafeSVIDServer
 
-	td    spiffeid.TrustDomain
-	ca    CA
-	agent AgentSigner
+	td      spiffeid.TrustDomain
+	ca      CA
+	entries Entries
 }
 
 // New returns the SVID service.
@@ -67,7 +70,7 @@ func New(c Config) (*Service, error) {
 	if c.CA == nil {
 		return nil, errors.New("svid: CA is required")
 	}
-	return &Service{td: c.TrustDomain, ca: c.CA, agent: c.Agent}, nil
+	return &Service{td: c.TrustDomain, ca: c.CA, entries: c.Entries}, nil
 }
 
 // Register registers the service on r.
@@ -148,13 +151,22 @@ func (s *Service) MintJWTSVID(ctx context.Context, req *svidv1.MintJWTSVIDReques
 		return nil, api.MakeErr(log, codes.InvalidArgument, "invalid SPIFFE ID", err)
 	}
 	log = log.With(slog.String(api.KeySPIFFEID, id.String()))
-	if len(req.Audience) == 0 {
+	svid, err := s.mintJWT(ctx, log, id, req.Audience, req.Ttl)
+	if err != nil {
+		return nil, err
+	}
+	return &svidv1.MintJWTSVIDResponse{Svid: svid}, nil
+}
+
+// mintJWT signs a JWT-SVID for id.
+func (s *Service) mintJWT(ctx context.Context, log *slog.Logger, id spiffeid.ID, audience []string, ttl int32) (*types.JWTSVID, error) {
+	if len(audience) == 0 {
 		return nil, api.MakeErr(log, codes.InvalidArgument, "at least one audience is required", nil)
 	}
 	token, err := s.ca.SignJWTSVID(ctx, ca.JWTSVIDParams{
 		SPIFFEID: id,
-		Audience: req.Audience,
-		TTL:      time.Duration(req.Ttl) * time.Second,
+		Audience: audience,
+		TTL:      time.Duration(ttl) * time.Second,
 	})
 	if err != nil {
 		return nil, api.MakeErr(log, codes.Internal, "failed to sign JWT-SVID", publicCAError(err))
@@ -164,12 +176,12 @@ func (s *Service) MintJWTSVID(ctx context.Context, req *svidv1.MintJWTSVIDReques
 		return nil, api.MakeErr(log, codes.Internal, "failed to get JWT-SVID expiry", err)
 	}
 	log.Debug("Server CA successfully signed JWT SVID", slog.String(api.KeyExpiresAt, exp.Format(time.RFC3339)))
-	return &svidv1.MintJWTSVIDResponse{Svid: &types.JWTSVID{
+	return &types.JWTSVID{
 		Token:     token,
 		Id:        api.ProtoFromID(id),
 		ExpiresAt: exp.Unix(),
 		IssuedAt:  iat.Unix(),
-	}}, nil
+	}, nil
 }
 
 // publicCAError marks the CA's refusals (bad parameters, no active
@@ -199,26 +211,8 @@ func tokenTimes(token string) (iat, exp time.Time, err error) {
 	return c.IssuedAt.Time(), c.Expiry.Time(), nil
 }
 
-// BatchNewX509SVID signs agents' workload SVIDs (issue 3).
-func (s *Service) BatchNewX509SVID(ctx context.Context, req *svidv1.BatchNewX509SVIDRequest) (*svidv1.BatchNewX509SVIDResponse, error) {
-	if s.agent == nil {
-		return nil, status.Error(codes.Unimplemented, "method BatchNewX509SVID not implemented")
-	}
-	return s.agent.BatchNewX509SVID(ctx, req)
-}
-
-// NewJWTSVID signs an agent's workload JWT-SVID (issue 3).
-func (s *Service) NewJWTSVID(ctx context.Context, req *svidv1.NewJWTSVIDRequest) (*svidv1.NewJWTSVIDResponse, error) {
-	if s.agent == nil {
-		return nil, status.Error(codes.Unimplemented, "method NewJWTSVID not implemented")
-	}
-	return s.agent.NewJWTSVID(ctx, req)
-}
-
-// NewDownstreamX509CA signs a downstream server's CA (issue 3).
-func (s *Service) NewDownstreamX509CA(ctx context.Context, req *svidv1.NewDownstreamX509CARequest) (*svidv1.NewDownstreamX509CAResponse, error) {
-	if s.agent == nil {
-		return nil, status.Error(codes.Unimplemented, "method NewDownstreamX509CA not implemented")
-	}
-	return s.agent.NewDownstreamX509CA(ctx, req)
+// NewDownstreamX509CA signs a downstream server's CA. Nested SPIRE
+// topologies are not supported: it is Unimplemented.
+func (s *Service) NewDownstreamX509CA(context.Context, *svidv1.NewDownstreamX509CARequest) (*svidv1.NewDownstreamX509CAResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method NewDownstreamX509CA not implemented")
 }

@@ -266,7 +266,7 @@ func TestMintJWTSVID(t *testing.T) {
 	}
 }
 
-func TestAgentRPCsWithoutSigner(t *testing.T) {
+func TestAgentRPCsWithoutEntries(t *testing.T) {
 	svc, err := svid.New(svid.Config{TrustDomain: td, CA: apitest.NewCA(t, td, datastoretest.OpenSQLite(t), nil)})
 	if err != nil {
 		t.Fatal(err)
