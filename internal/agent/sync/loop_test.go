@@ -56,6 +56,25 @@ func TestRenewAt(t *testing.T) {
 	}
 }
 
+func TestNextRenewal(t *testing.T) {
+	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, tt := range []struct {
+		name         string
+		nb, na, want time.Duration // relative to now
+	}{
+		{name: "ok/fresh one hour", nb: -10 * time.Second, na: time.Hour, want: 1795 * time.Second},
+		{name: "ok/short TTL past half-life on arrival", nb: -10 * time.Second, na: 4 * time.Second, want: 2 * time.Second},
+		{name: "ok/about to expire waits a second", nb: -10 * time.Second, na: time.Second, want: time.Second},
+		{name: "ok/expired waits a second", nb: -10 * time.Second, na: -time.Second, want: time.Second},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := nextRenewal(now, now.Add(tt.nb), now.Add(tt.na)); !got.Equal(now.Add(tt.want)) {
+				t.Fatalf("nextRenewal = %v, want now+%v", got.Sub(now), tt.want)
+			}
+		})
+	}
+}
+
 func TestNextSync(t *testing.T) {
 	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 	for _, tt := range []struct {

@@ -21,6 +21,17 @@ func RenewAt(notBefore, notAfter time.Time) time.Time {
 	return notBefore.Add(notAfter.Sub(notBefore) / 2)
 }
 
+// nextRenewal returns when an agent SVID just received is renewed: at half
+// of its lifetime, or, when that is already past (servers backdate
+// NotBefore by 10 s, so a TTL under 20 s is past half-life on arrival), at
+// half of what remains and at least a second later, so renewals never spin.
+func nextRenewal(now, notBefore, notAfter time.Time) time.Time {
+	if at := RenewAt(notBefore, notAfter); at.After(now) {
+		return at
+	}
+	return now.Add(max(time.Second, notAfter.Sub(now)/2))
+}
+
 // errSVIDExpired marks a failed renewal of an SVID that has already expired:
 // the agent cannot authenticate any more.
 var errSVIDExpired = errors.New("sync: agent SVID has expired")
@@ -68,7 +79,7 @@ func (c *Client) renewIfDue(ctx context.Context) (time.Time, error) {
 		}
 	}
 	leaf = c.creds.Load().svid.Certificates[0]
-	return RenewAt(leaf.NotBefore, leaf.NotAfter), nil
+	return nextRenewal(time.Now(), leaf.NotBefore, leaf.NotAfter), nil
 }
 
 // rotate gets a new agent SVID: by attesting again when the server made the
