@@ -30,6 +30,13 @@ type AgentSources struct {
 	// CacheSVIDs returns the number of X509-SVIDs in the cache
 	// (spire_agent_cache_svids).
 	CacheSVIDs func() int
+	// BundleX509Authorities and BundleJWTAuthorities return the number of
+	// X.509 roots and JWT keys in the bundle of the agent's own trust domain
+	// (spire_agent_bundle_x509_authorities, spire_agent_bundle_jwt_authorities):
+	// during a CA rotation, every agent shows 2 once the prepared authority
+	// has reached it.
+	BundleX509Authorities func() int
+	BundleJWTAuthorities  func() int
 	// Clock is the time the SVID gauges count from. Nil: time.Now.
 	Clock func() time.Time
 }
@@ -50,6 +57,7 @@ type AgentSources struct {
 //	spire_agent_workload_api_connections                   gauge
 //	spire_agent_workload_api_calls_total{method,code}      counter
 //	spire_agent_cache_entries, spire_agent_cache_svids     gauges
+//	spire_agent_bundle_x509_authorities, spire_agent_bundle_jwt_authorities  gauges
 //
 // A spiffe_id held by several SVIDs (entries with the same ID and different
 // selectors) is exported once, for the SVID that expires first, so an SVID
@@ -130,6 +138,12 @@ func NewAgentMetrics(reg prometheus.Registerer, src AgentSources) (*AgentMetrics
 	}
 	if src.CacheSVIDs != nil {
 		cs = append(cs, intGauge("spire_agent_cache_svids", "X509-SVIDs in the agent's cache.", src.CacheSVIDs))
+	}
+	if src.BundleX509Authorities != nil {
+		cs = append(cs, intGauge("spire_agent_bundle_x509_authorities", "X.509 authorities (roots) in the bundle of the agent's trust domain.", src.BundleX509Authorities))
+	}
+	if src.BundleJWTAuthorities != nil {
+		cs = append(cs, intGauge("spire_agent_bundle_jwt_authorities", "JWT authorities (signing keys) in the bundle of the agent's trust domain.", src.BundleJWTAuthorities))
 	}
 	if src.SVIDs != nil {
 		cs = append(cs, newSVIDCollector(src.SVIDs, src.Clock))

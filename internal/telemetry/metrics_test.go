@@ -238,10 +238,12 @@ func TestNilMetricsAreNoOps(t *testing.T) {
 func populatedAgent(t *testing.T, reg *prometheus.Registry, clock *fakeClock, svids func() []telemetry.SVID) *telemetry.AgentMetrics {
 	t.Helper()
 	m, err := telemetry.NewAgentMetrics(reg, telemetry.AgentSources{
-		SVIDs:        svids,
-		CacheEntries: func() int { return 12 },
-		CacheSVIDs:   func() int { return 9 },
-		Clock:        clock.Now,
+		SVIDs:                 svids,
+		CacheEntries:          func() int { return 12 },
+		CacheSVIDs:            func() int { return 9 },
+		BundleX509Authorities: func() int { return 2 },
+		BundleJWTAuthorities:  func() int { return 1 },
+		Clock:                 clock.Now,
 	})
 	if err != nil {
 		t.Fatalf("NewAgentMetrics: %v", err)
@@ -352,6 +354,8 @@ func TestAgentMetrics(t *testing.T) {
 		{"ok/http_call", "spire_agent_workload_api_calls_total", map[string]string{"method": "x509svid_http", "code": "OK"}, 1},
 		{"ok/cache_entries", "spire_agent_cache_entries", nil, 12},
 		{"ok/cache_svids", "spire_agent_cache_svids", nil, 9},
+		{"ok/bundle_x509", "spire_agent_bundle_x509_authorities", nil, 2},
+		{"ok/bundle_jwt", "spire_agent_bundle_jwt_authorities", nil, 1},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := mustValue(t, mfs, tt.metric, tt.labels); got != tt.want {
