@@ -238,3 +238,57 @@ func workloadSource(b *testing.B, svid *x509svid.SVID, ca *spiffegrpctest.CA) *w
 	b.Cleanup(func() { _ = src.Close() })
 	return src
 }
+
+// BenchmarkMTLSVersusStatic alternates one call to the static-certificate
+// server and one to the MTLSAuth server (SVID sources from a Workload API)
+// on established connections, so that load on a shared machine hits both
+// alike, and reports each one's mean latency and their ratio
+// (svid/static; the target is <= 1.05).
+func BenchmarkMTLSVersusStatic(b *testing.B) {
+	ca := spiffegrpctest.NewCA(b, tdA)
+	dns := func(c *x509.Certificate) { c.DNSNames = []string{"localhost"} }
+	serverSVID, clientSVID := ca.X509SVID(b, serverID, dns), ca.X509SVID(b, clientID)
+	static := startServer(b, "tcp", grpc.Creds(credentials.NewTLS(staticServerTLS(b, serverSVID.Certificates, serverSVID.PrivateKey, ca.Cert()))))
+	staticCC := dial(b, static.addr, credentials.NewTLS(staticClientTLS(b, clientSVID.Certificates, clientSVID.PrivateKey, ca.Cert())))
+	serverSrc, clientSrc := workloadSource(b, serverSVID, ca), workloadSource(b, clientSVID, ca)
+	auth, err := spiffegrpc.NewMTLSAuth(serverSrc, serverSrc, spiffegrpc.AuthorizeID(clientID), benchMetrics(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	svid := startServer(b, "tcp", auth.ServerOptions()...)
+	svidCC := dial(b, svid.addr, grpccredentials.MTLSClientCredentials(clientSrc, clientSrc, tlsconfig.AuthorizeID(serverID)))
+	ctx := context.Background()
+	for _, cc := range []*grpc.ClientConn{staticCC, svidCC} {
+		if _, err := spiffegrpctest.CallWho(ctx, cc); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var staticNS, svidNS time.Duration
+	n := 0
+	for b.Loop() {
+		first, second := staticCC, svidCC
+		if n%2 == 1 { // alternate the order too
+			first, second = svidCC, staticCC
+		}
+		t0 := time.Now()
+		if _, err := spiffegrpctest.CallWho(ctx, first); err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		if _, err := spiffegrpctest.CallWho(ctx, second); err != nil {
+			b.Fatal(err)
+		}
+		t2 := time.Now()
+		if n%2 == 0 {
+			staticNS += t1.Sub(t0)
+			svidNS += t2.Sub(t1)
+		} else {
+			svidNS += t1.Sub(t0)
+			staticNS += t2.Sub(t1)
+		}
+		n++
+	}
+	b.ReportMetric(float64(staticNS.Nanoseconds())/float64(n), "static-ns/call")
+	b.ReportMetric(float64(svidNS.Nanoseconds())/float64(n), "svid-ns/call")
+	b.ReportMetric(float64(svidNS)/float64(staticNS), "svid/static")
+}

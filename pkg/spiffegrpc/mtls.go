@@ -186,10 +186,16 @@ func (c *serverCredentials) ServerHandshake(raw net.Conn) (net.Conn, credentials
 		_ = conn.Close()
 		return nil, nil, errors.New("spiffegrpc: unexpected TLS auth info")
 	}
-	info := &x509AuthInfo{TLSInfo: tlsInfo, auth: c.auth, conn: conn}
-	// Runs on every handshake, resumed or not (T10).
+	info := c.auth.newAuthInfo(tlsInfo, conn)
+	return conn, info, nil
+}
+
+// newAuthInfo verifies the client chain of a finished handshake, resumed or
+// not (T10), and keeps the outcome for the calls on the connection.
+func (a *MTLSAuth) newAuthInfo(tlsInfo credentials.TLSInfo, conn net.Conn) *x509AuthInfo {
+	info := &x509AuthInfo{TLSInfo: tlsInfo, auth: a, conn: conn}
 	var chain []*x509.Certificate
-	info.id, chain, info.err = c.auth.verify(tlsInfo.State.PeerCertificates, c.auth.cfg.clock())
+	info.id, chain, info.err = a.verify(tlsInfo.State.PeerCertificates, a.cfg.clock())
 	if info.err == nil {
 		info.root = chain[len(chain)-1]
 		info.notAfter = chain[0].NotAfter
@@ -199,7 +205,7 @@ func (c *serverCredentials) ServerHandshake(raw net.Conn) (net.Conn, credentials
 			}
 		}
 	}
-	return conn, info, nil
+	return info
 }
 
 func (c *serverCredentials) Clone() credentials.TransportCredentials {
