@@ -710,6 +710,43 @@ func TestJWTSVIDThroughServer(t *testing.T) {
 	}
 }
 
+func TestJWTSVIDsRefreshedAhead(t *testing.T) {
+	srv := servertest.New(t, td, servertest.Options{JWTTTL: 2 * time.Second})
+	srv.AddJoinToken("tok")
+	srv.SetEntries(servertest.Entry("e1", td, "/w1", "unix:uid:1000"))
+	a, err := newAgent(t, srv, agentOpts{token: "tok", syncInterval: time.Hour, pollInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.run(t)
+	waitFor(t, a.cache, uid1000, hasIDs("e1"))
+	entry := a.cache.MatchingEntries(uid1000)[0]
+	first, err := a.cache.FetchJWTSVID(t.Context(), entry, []string{"aud1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Nobody asks again, yet the token is renewed at each half-life, without
+	// syncing entries: the only entry syncs are the first one and the one
+	// the push stream's opening revision triggers.
+	deadline := time.Now().Add(10 * time.Second)
+	for srv.Calls("NewJWTSVID") < 3 {
+		if time.Now().After(deadline) {
+			t.Fatal("JWT-SVID not refreshed ahead of expiry")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := srv.Calls("SyncAuthorizedEntries"); got > 2 {
+		t.Fatalf("%d entry syncs, want at most 2: JWT refreshes must not sync entries", got)
+	}
+	second, err := a.cache.FetchJWTSVID(t.Context(), entry, []string{"aud1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.Token == first.Token {
+		t.Fatal("cache still serves the first token")
+	}
+}
+
 func TestPerEntrySigningFailure(t *testing.T) {
 	srv := servertest.New(t, td, servertest.Options{})
 	srv.AddJoinToken("tok")

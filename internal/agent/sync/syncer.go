@@ -181,11 +181,21 @@ func (s *Syncer) Run(ctx context.Context) error {
 		return t.run(ctx, time.Time{})
 	})
 	g.Go(func() error { return s.watch(ctx) })
+	g.Go(func() error {
+		t := &task{
+			do:      s.refreshJWTs,
+			backoff: newRetryBackoff(time.Second, 30*time.Second, s.jitter),
+			failed: func(err error, retry time.Duration) {
+				s.log.Warn("Could not refresh JWT-SVIDs", telemetry.Error, err, telemetry.RetryInterval, retry)
+			},
+		}
+		return t.run(ctx, time.Now().Add(jwtCheckInterval))
+	})
 	return g.Wait()
 }
 
-// syncOnce is one sync: entries, bundles, X509-SVIDs, due JWT-SVIDs. It
-// returns when the next sync is due.
+// syncOnce is one sync: entries, bundles, X509-SVIDs. It returns when the
+// next sync is due.
 func (s *Syncer) syncOnce(ctx context.Context) (next time.Time, err error) {
 	rev := s.announced.Load()
 	since := s.pendingSince.Swap(0)
@@ -235,11 +245,6 @@ func (s *Syncer) syncOnce(ctx context.Context) (next time.Time, err error) {
 	if err != nil {
 		return time.Time{}, s.refusal(ctx, err, false)
 	}
-	if next, ok := s.cache.NextJWTRefresh(); ok && !now.Before(next) {
-		if err := s.cache.RefreshJWTSVIDs(ctx, now); err != nil {
-			s.log.Warn("Could not refresh JWT-SVIDs", telemetry.Error, err)
-		}
-	}
 	s.syncedOnce.Do(func() { close(s.synced) })
 	now = time.Now()
 	s.metrics.SyncCompleted(rev, now)
@@ -248,8 +253,26 @@ func (s *Syncer) syncOnce(ctx context.Context) (next time.Time, err error) {
 	}
 
 	rot, rotOK := s.cache.NextX509Rotation()
-	jwt, jwtOK := s.cache.NextJWTRefresh()
-	return nextSync(now, s.interval, s.poll, due{rot, rotOK}, due{jwt, jwtOK}), nil
+	return nextSync(now, s.interval, s.poll, due{rot, rotOK}), nil
+}
+
+// jwtCheckInterval bounds how late a JWT-SVID cached after the last check
+// is noticed; a check without a due token makes no call.
+const jwtCheckInterval = time.Second
+
+// refreshJWTs renews the cached JWT-SVIDs past half of their lifetime, so
+// workloads get fresh tokens without waiting on the server, and returns
+// when to look again: at the next half-life, at most jwtCheckInterval
+// later.
+func (s *Syncer) refreshJWTs(ctx context.Context) (time.Time, error) {
+	now := time.Now()
+	if next, ok := s.cache.NextJWTRefresh(); ok && !now.Before(next) {
+		if err := s.cache.RefreshJWTSVIDs(ctx, now); err != nil {
+			return time.Time{}, err
+		}
+	}
+	next, ok := s.cache.NextJWTRefresh()
+	return nextSync(time.Now(), jwtCheckInterval, s.poll, due{next, ok}), nil
 }
 
 // refusal turns a refusal of the server into the error that ends Run, or
