@@ -20,7 +20,10 @@
 // (internal/agent/cache). A sync runs when the server pushes a new revision
 // (Extension: the hive.push.v1 Watch stream of internal/push), every 5 s
 // when the server does not implement push (as SPIRE agents poll), every 30 s
-// as a safety net, and when an SVID reaches half of its lifetime. Failures
+// as a safety net, and when an SVID reaches half of its lifetime. SVIDs
+// (workload and agent) chained to an X.509 authority newly marked tainted in
+// the bundle are re-signed at once. A separate loop renews cached
+// JWT-SVIDs at half of their lifetime, without syncing entries. Failures
 // are retried with bounded, jittered backoff; the cache keeps serving what it
 // has while the server is unreachable.
 //
