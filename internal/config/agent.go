@@ -174,8 +174,19 @@ type SDS struct {
 
 // AgentNodeAttestor is the agent's NodeAttestor plugin.
 type AgentNodeAttestor struct {
-	Name    string        // "join_token" or "x509pop"
+	Name    string        // "join_token", "x509pop" or "k8s_psat"
 	X509PoP *AgentX509PoP // set when Name is "x509pop"
+	K8sPSAT *AgentK8sPSAT // set when Name is "k8s_psat"
+}
+
+// DefaultK8sPSATTokenPath is where the agent's projected service account
+// token is read by default (SPIRE's default).
+const DefaultK8sPSATTokenPath = "/var/run/secrets/tokens/spire-agent"
+
+// AgentK8sPSAT is the agent k8s_psat attestor's plugin_data.
+type AgentK8sPSAT struct {
+	Cluster   string // required: the cluster name the server's clusters map knows
+	TokenPath string // default DefaultK8sPSATTokenPath
 }
 
 // AgentX509PoP is the agent x509pop attestor's plugin_data.
@@ -631,8 +642,23 @@ func (c *checker) agentPlugin(p *plugin, out *Agent) {
 			na = AgentNodeAttestor{Name: "x509pop", X509PoP: &AgentX509PoP{
 				PrivateKeyPath: data.PrivateKeyPath, CertificatePath: data.CertificatePath, IntermediatesPath: data.IntermediatesPath,
 			}}
+		case "k8s_psat":
+			var data struct {
+				Cluster   string `hcl:"cluster"`
+				TokenPath string `hcl:"token_path"`
+			}
+			if !c.decodeData(p, &data) {
+				return
+			}
+			if data.Cluster == "" {
+				c.addAt(p.at("cluster"), "plugin %s: missing required cluster block", p.label())
+				return
+			}
+			na = AgentNodeAttestor{Name: "k8s_psat", K8sPSAT: &AgentK8sPSAT{
+				Cluster: data.Cluster, TokenPath: orDefault(data.TokenPath, DefaultK8sPSATTokenPath),
+			}}
 		default:
-			c.noBuiltIn(p, "join_token", "x509pop")
+			c.noBuiltIn(p, "join_token", "k8s_psat", "x509pop")
 			return
 		}
 		if out.NodeAttestor.Name != "" {

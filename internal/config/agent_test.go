@@ -434,3 +434,23 @@ func TestLoadAgentDefaultPath(t *testing.T) {
 		t.Fatalf("err = %v, want %q", err, want)
 	}
 }
+
+func TestAgentK8sPSAT(t *testing.T) {
+	withPSAT := func(data string) string {
+		return strings.Replace(agentConf("", "", ""), "NodeAttestor \"join_token\" {\n        plugin_data {}", "NodeAttestor \"k8s_psat\" {\n        plugin_data {\n"+data+"\n        }", 1)
+	}
+	a, err := checkAgent(t, withPSAT(`            cluster = "prod"`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (AgentK8sPSAT{Cluster: "prod", TokenPath: "/var/run/secrets/tokens/spire-agent"}); a.NodeAttestor.Name != "k8s_psat" || *a.NodeAttestor.K8sPSAT != want {
+		t.Fatalf("NodeAttestor = %+v", a.NodeAttestor)
+	}
+	a, err = checkAgent(t, withPSAT("            cluster = \"prod\"\n            token_path = \"/run/token\""))
+	if err != nil || a.NodeAttestor.K8sPSAT.TokenPath != "/run/token" {
+		t.Fatalf("token_path: %v %+v", err, a)
+	}
+	text := withPSAT(`            token_path = "/run/token"`)
+	_, err = checkAgent(t, text)
+	wantProblem(t, err, agentName, text, `plugin NodeAttestor "k8s_psat": missing required cluster block`, `NodeAttestor "k8s_psat"`)
+}

@@ -206,8 +206,31 @@ type UpstreamDisk struct {
 
 // ServerNodeAttestor is one server NodeAttestor plugin.
 type ServerNodeAttestor struct {
-	Name    string         // "join_token" or "x509pop"
+	Name    string         // "join_token", "x509pop" or "k8s_psat"
 	X509PoP *ServerX509PoP // set when Name is "x509pop"
+	K8sPSAT *ServerK8sPSAT // set when Name is "k8s_psat"
+}
+
+// ServerK8sPSAT is the server k8s_psat attestor's plugin_data.
+type ServerK8sPSAT struct {
+	// Clusters maps the cluster names agents send to their settings; none
+	// means the attestor refuses every agent (SPIRE logs that it is
+	// effectively disabled).
+	Clusters map[string]K8sPSATCluster
+}
+
+// K8sPSATCluster is one entry of the k8s_psat clusters map.
+type K8sPSATCluster struct {
+	// ServiceAccountAllowList holds "namespace:name" of the service accounts
+	// agents may run as; at least one is required.
+	ServiceAccountAllowList []string
+	// Audience is what tokens must be issued for; nil means SPIRE's default
+	// ("spire-server"), an empty slice the API server's own audiences.
+	Audience []string
+	// KubeConfigFile reaches the API server; empty means in-cluster.
+	KubeConfigFile       string
+	AllowedNodeLabelKeys []string
+	AllowedPodLabelKeys  []string
 }
 
 // ServerX509PoP is the server x509pop attestor's plugin_data.
@@ -674,8 +697,12 @@ func (c *checker) serverPlugin(p *plugin, out *Server) {
 			if x := c.serverX509PoP(p); x != nil {
 				out.NodeAttestors = append(out.NodeAttestors, ServerNodeAttestor{Name: "x509pop", X509PoP: x})
 			}
+		case "k8s_psat":
+			if k := c.serverK8sPSAT(p); k != nil {
+				out.NodeAttestors = append(out.NodeAttestors, ServerNodeAttestor{Name: "k8s_psat", K8sPSAT: k})
+			}
 		default:
-			c.noBuiltIn(p, "join_token", "x509pop")
+			c.noBuiltIn(p, "join_token", "k8s_psat", "x509pop")
 		}
 	case "BundlePublisher", "CredentialComposer", "Notifier":
 		c.noPlugins(p)
@@ -793,6 +820,56 @@ func (c *checker) serverX509PoP(p *plugin) *ServerX509PoP {
 		return nil
 	}
 	return x
+}
+
+func (c *checker) serverK8sPSAT(p *plugin) *ServerK8sPSAT {
+	var data struct {
+		Clusters map[string]*struct {
+			ServiceAccountAllowList []string  `hcl:"service_account_allow_list"`
+			Audience                *[]string `hcl:"audience"`
+			KubeConfigFile          string    `hcl:"kube_config_file"`
+			AllowedNodeLabelKeys    []string  `hcl:"allowed_node_label_keys"`
+			AllowedPodLabelKeys     []string  `hcl:"allowed_pod_label_keys"`
+		} `hcl:"clusters"`
+	}
+	if !c.decodeData(p, &data) {
+		return nil
+	}
+	k := &ServerK8sPSAT{Clusters: map[string]K8sPSATCluster{}}
+	if len(data.Clusters) == 0 {
+		c.warn("NodeAttestor \"k8s_psat\" has no clusters configured: PSAT attestation is effectively disabled")
+	}
+	ok := true
+	for _, name := range sortedKeys(data.Clusters) {
+		cl := data.Clusters[name]
+		if cl == nil {
+			continue
+		}
+		if len(cl.ServiceAccountAllowList) == 0 {
+			c.addAt(p.at("clusters."+name), "plugin %s: cluster %q configuration must have at least one service account allowed", p.label(), name)
+			ok = false
+		}
+		for _, sa := range cl.ServiceAccountAllowList {
+			if ns, n, found := strings.Cut(sa, ":"); !found || ns == "" || n == "" {
+				c.addAt(p.at("clusters."+name+".service_account_allow_list"), "plugin %s: cluster %q: service account %q must be formatted as namespace:name", p.label(), name, sa)
+				ok = false
+			}
+		}
+		kc := K8sPSATCluster{
+			ServiceAccountAllowList: cl.ServiceAccountAllowList,
+			KubeConfigFile:          cl.KubeConfigFile,
+			AllowedNodeLabelKeys:    cl.AllowedNodeLabelKeys,
+			AllowedPodLabelKeys:     cl.AllowedPodLabelKeys,
+		}
+		if cl.Audience != nil {
+			kc.Audience = append([]string{}, *cl.Audience...)
+		}
+		k.Clusters[name] = kc
+	}
+	if !ok {
+		return nil
+	}
+	return k
 }
 
 // ttlWarnings are SPIRE's warnings for SVID TTLs a CA of caTTL cannot

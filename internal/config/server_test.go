@@ -865,3 +865,72 @@ func TestServerFileBuiltInCode(t *testing.T) {
 		t.Fatal("an empty agent file passed")
 	}
 }
+
+func TestServerK8sPSAT(t *testing.T) {
+	text := serverConf("", `    NodeAttestor "k8s_psat" {
+        plugin_data {
+            clusters = {
+                "prod" = {
+                    service_account_allow_list = ["spire-system:spire-agent"]
+                    audience = []
+                    allowed_node_label_keys = ["topology.kubernetes.io/zone"]
+                }
+                "dev" = {
+                    service_account_allow_list = ["spire:agent"]
+                    kube_config_file = "/etc/kube/dev.conf"
+                    allowed_pod_label_keys = ["app"]
+                }
+            }
+        }
+    }`, "")
+	s, err := checkServer(t, text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &ServerK8sPSAT{Clusters: map[string]K8sPSATCluster{
+		"prod": {ServiceAccountAllowList: []string{"spire-system:spire-agent"}, Audience: []string{}, AllowedNodeLabelKeys: []string{"topology.kubernetes.io/zone"}},
+		"dev":  {ServiceAccountAllowList: []string{"spire:agent"}, KubeConfigFile: "/etc/kube/dev.conf", AllowedPodLabelKeys: []string{"app"}},
+	}}
+	if got := s.NodeAttestors[1]; got.Name != "k8s_psat" || !reflect.DeepEqual(got.K8sPSAT, want) {
+		t.Fatalf("k8s_psat = %+v, want %+v", got.K8sPSAT, want)
+	}
+	if s.NodeAttestors[1].K8sPSAT.Clusters["dev"].Audience != nil {
+		t.Fatal("an absent audience must stay nil (the default)")
+	}
+
+	for _, tt := range []struct {
+		name, data, msg, at string
+	}{
+		{"fail/cluster without service accounts", `clusters = {
+                "prod" = {
+                    audience = ["spire-server"]
+                }
+            }`, `cluster "prod" configuration must have at least one service account allowed`, `"prod"`},
+		{"fail/service account without namespace", `clusters = {
+                "prod" = {
+                    service_account_allow_list = ["spire-agent"]
+                }
+            }`, `service account "spire-agent" must be formatted as namespace:name`, "service_account_allow_list"},
+		{"fail/unknown cluster key", `clusters = {
+                "prod" = {
+                    service_account_allow_list = ["a:b"]
+                    audiences = ["x"]
+                }
+            }`, `unknown key "audiences" in plugin_data of NodeAttestor "k8s_psat"`, "audiences"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			text := serverConf("", "    NodeAttestor \"k8s_psat\" {\n        plugin_data {\n            "+tt.data+"\n        }\n    }", "")
+			_, err := checkServer(t, text)
+			wantProblem(t, err, serverName, text, tt.msg, tt.at)
+		})
+	}
+	t.Run("ok/no clusters warns", func(t *testing.T) {
+		s, err := checkServer(t, serverConf("", "    NodeAttestor \"k8s_psat\" {\n        plugin_data {}\n    }", ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(s.Warnings) != 1 || !strings.Contains(s.Warnings[0], "effectively disabled") {
+			t.Fatalf("Warnings = %q", s.Warnings)
+		}
+	})
+}

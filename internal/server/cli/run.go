@@ -84,7 +84,11 @@ func setUmask(ctx context.Context, logger *slog.Logger) {
 // NodeAttestors maps each attestor name to its plugin_data: join_token has
 // none; x509pop has "mode" (string), "ca_bundle_paths" ([]string, from
 // ca_bundle_path or ca_bundle_paths), "agent_path_template" (string, empty
-// for the default) and "spiffe_prefix" (string).
+// for the default) and "spiffe_prefix" (string); k8s_psat has "clusters"
+// (map[string]map[string]any: cluster name to "service_account_allow_list"
+// []string, "audience" []string (nil: SPIRE's default, empty: the API
+// server's audiences), "kube_config_file" string, "allowed_node_label_keys"
+// and "allowed_pod_label_keys" []string).
 func serverConfig(ctx context.Context, s *config.Server, logger *slog.Logger, level *slog.LevelVar) (server.Config, error) {
 	if s.DataStore == nil {
 		return server.Config{}, errNoDataStore
@@ -146,6 +150,19 @@ func serverConfig(ctx context.Context, s *config.Server, logger *slog.Logger, le
 			data["ca_bundle_paths"] = x.CABundlePaths
 			data["agent_path_template"] = x.AgentPathTemplate
 			data["spiffe_prefix"] = x.SPIFFEPrefix
+		}
+		if k := na.K8sPSAT; k != nil {
+			clusters := map[string]map[string]any{}
+			for name, cl := range k.Clusters {
+				clusters[name] = map[string]any{
+					"service_account_allow_list": cl.ServiceAccountAllowList,
+					"audience":                   cl.Audience,
+					"kube_config_file":           cl.KubeConfigFile,
+					"allowed_node_label_keys":    cl.AllowedNodeLabelKeys,
+					"allowed_pod_label_keys":     cl.AllowedPodLabelKeys,
+				}
+			}
+			data["clusters"] = clusters
 		}
 		cfg.NodeAttestors[na.Name] = data
 	}

@@ -307,3 +307,43 @@ plugins {
 		t.Fatal("the file's socket_path was used despite -socketPath")
 	}
 }
+
+func TestServerConfigK8sPSAT(t *testing.T) {
+	s := checkedServer(t, `server {
+    trust_domain = "neural-hive.local"
+    data_dir = "/d"
+}
+plugins {
+    DataStore "sql" {
+        plugin_data {
+            database_type = "sqlite3"
+            connection_string = "/d/ds"
+        }
+    }
+    KeyManager "memory" {}
+    NodeAttestor "k8s_psat" {
+        plugin_data {
+            clusters = {
+                "prod" = {
+                    service_account_allow_list = ["spire-system:spire-agent"]
+                }
+            }
+        }
+    }
+}
+`)
+	cfg, err := serverConfig(t.Context(), s, slog.New(slog.DiscardHandler), new(slog.LevelVar))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"clusters": map[string]map[string]any{"prod": {
+		"service_account_allow_list": []string{"spire-system:spire-agent"},
+		"audience":                   []string(nil),
+		"kube_config_file":           "",
+		"allowed_node_label_keys":    []string(nil),
+		"allowed_pod_label_keys":     []string(nil),
+	}}}
+	if got := cfg.NodeAttestors["k8s_psat"]; !reflect.DeepEqual(got, want) {
+		t.Fatalf("k8s_psat = %#v\nwant %#v", got, want)
+	}
+}

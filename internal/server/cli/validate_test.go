@@ -161,7 +161,7 @@ func TestValidateFlags(t *testing.T) {
 				"  multi.conf:1:1: trust_domain must be configured\n",
 				"  multi.conf:3:5: could not parse default X509 SVID ttl \"soon\": time: invalid duration \"soon\"\n",
 				"  multi.conf:4:5: unknown key \"colour\" in section server\n",
-				"  multi.conf:7:18: no built-in plugin \"ldap\" for type \"NodeAttestor\" (available: join_token, x509pop)\n",
+				"  multi.conf:7:18: no built-in plugin \"ldap\" for type \"NodeAttestor\" (available: join_token, k8s_psat, x509pop)\n",
 			}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
