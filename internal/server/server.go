@@ -173,10 +173,11 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("server: initialize CA: %w", err)
 	}
 
+	nodes := newNodeCache(store, c.Clock)
 	idx := index.New(api.ServerID(c.TrustDomain).String())
-	feed := index.NewFeed(idx, store, s.log.With(slog.String("subsystem_name", "index")), 0)
+	feed := index.NewFeed(idx, feedSource{Source: store, cache: nodes}, s.log.With(slog.String("subsystem_name", "index")), 0)
 
-	svcs, err := s.services(store, serverCA, idx, feed)
+	svcs, err := s.services(store, serverCA, idx, feed, nodes)
 	if err != nil {
 		return err
 	}
@@ -203,7 +204,7 @@ func (s *Server) Run(ctx context.Context) error {
 		SocketPath: c.SocketPath,
 		TCP:        &endpoints.TCPConfig{Addr: c.BindAddress, TLS: serverTLS.TLSConfig()},
 		Services:   svcs,
-		Facts:      s.facts(store),
+		Facts:      s.facts(store, nodes),
 		Health:     healthCheck(store, serverCA, c.TrustDomain),
 		Logger:     s.log.With(slog.String("subsystem_name", "endpoints")),
 	})
@@ -289,7 +290,7 @@ func (s *Server) newCA(store *datastore.Store) (*ca.CA, error) {
 }
 
 // services builds every API service.
-func (s *Server) services(store *datastore.Store, serverCA *ca.CA, idx *index.Index, feed *index.Feed) ([]endpoints.Service, error) {
+func (s *Server) services(store *datastore.Store, serverCA *ca.CA, idx *index.Index, feed *index.Feed, nodes *nodeCache) ([]endpoints.Service, error) {
 	td := s.c.TrustDomain
 	entrySvc, err := entry.New(entry.Config{TrustDomain: td, Store: store, Changed: feed.Poke, Authorized: idx})
 	if err != nil {
@@ -308,8 +309,9 @@ func (s *Server) services(store *datastore.Store, serverCA *ca.CA, idx *index.In
 		return nil, err
 	}
 	agentSvc, err := agent.New(agent.Config{TrustDomain: td, Store: store, Clock: s.c.Clock,
-		CA: serverCA, NodeAttestors: attestors, AgentSVIDTTL: s.c.X509SVIDTTL, Changed: feed.Poke,
+		CA: serverCA, NodeAttestors: attestors, AgentSVIDTTL: s.c.X509SVIDTTL, Changed: feed.Poke, CatchUp: feed.CatchUp,
 		AgentRemoved: func(id string) {
+			nodes.invalidate(id)
 			idx.CloseAgent(id)
 			feed.Poke()
 		}})
@@ -369,7 +371,7 @@ func (s *Server) nodeAttestors(store *datastore.Store) (map[string]nodeattest.At
 }
 
 // facts are the lookups authorization needs for TCP callers.
-func (s *Server) facts(store *datastore.Store) authz.Facts {
+func (s *Server) facts(store *datastore.Store, nodes *nodeCache) authz.Facts {
 	return authz.Facts{
 		AdminIDs: s.c.AdminIDs,
 		Entries: func(ctx context.Context, id spiffeid.ID) (authz.EntryFlags, error) {
@@ -384,26 +386,7 @@ func (s *Server) facts(store *datastore.Store) authz.Facts {
 			}
 			return f, nil
 		},
-		Agent: func(ctx context.Context, id spiffeid.ID, cert *x509.Certificate) error {
-			node, err := store.FetchAttestedNode(ctx, id.String())
-			switch {
-			case errors.Is(err, datastore.ErrNotFound):
-				node = nil
-			case err != nil:
-				return err
-			}
-			promote, err := authz.CheckAgent(s.c.Clock(), node, cert)
-			if err != nil || !promote {
-				return err
-			}
-			// The agent uses the SVID of its last renewal: make it current.
-			_, err = store.UpdateAttestedNode(ctx, &datastore.AttestedNode{
-				SPIFFEID:         node.SPIFFEID,
-				CertSerialNumber: node.NewCertSerialNumber,
-				CertNotAfter:     node.NewCertNotAfter,
-			}, &datastore.AttestedNodeMask{CertSerialNumber: true, CertNotAfter: true, NewCertSerialNumber: true, NewCertNotAfter: true})
-			return err
-		},
+		Agent: nodes.authorize,
 	}
 }
 

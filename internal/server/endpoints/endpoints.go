@@ -55,6 +55,9 @@ type Config struct {
 	Facts authz.Facts
 	// Health reports whether the server can serve (nil: always).
 	Health func(ctx context.Context) error
+	// DisableRateLimits turns off the per-IP limits of attestation and
+	// signing on TCP (on by default, as in SPIRE).
+	DisableRateLimits bool
 	// ShutdownTimeout bounds the graceful stop (default 5s).
 	ShutdownTimeout time.Duration
 	Logger          *slog.Logger
@@ -69,6 +72,7 @@ type Endpoints struct {
 	stopping context.Context
 	stop     context.CancelFunc
 	tcpAddr  chan net.Addr
+	limits   *limits
 }
 
 // New checks c and returns Endpoints that are not serving yet.
@@ -93,8 +97,13 @@ func New(c Config) (*Endpoints, error) {
 		c.ShutdownTimeout = 5 * time.Second
 	}
 	stopping, stop := context.WithCancel(context.Background())
+	var l *limits
+	if !c.DisableRateLimits {
+		l = newLimits()
+	}
 	return &Endpoints{
-		c: c, log: c.Logger, facts: c.Facts,
+		limits: l,
+		c:      c, log: c.Logger, facts: c.Facts,
 		ready: make(chan struct{}), stopping: stopping, stop: stop,
 		tcpAddr: make(chan net.Addr, 1),
 	}, nil

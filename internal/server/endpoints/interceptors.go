@@ -70,9 +70,10 @@ func callerFromTLS(c authz.Caller, st tls.ConnectionState) (authz.Caller, error)
 	return c, nil
 }
 
-// authorize authenticates and authorizes the caller of method and returns
-// the request context carrying the caller and the request logger.
-func (e *Endpoints) authorize(ctx context.Context, method string) (context.Context, *slog.Logger, error) {
+// authorize authenticates and authorizes the caller of method, applies the
+// per-IP rate limits to TCP callers, and returns the request context
+// carrying the caller and the request logger.
+func (e *Endpoints) authorize(ctx context.Context, method string, req any) (context.Context, *slog.Logger, error) {
 	log := e.log.With(slog.String(api.KeyMethod, method))
 	c, err := callerFromPeer(ctx)
 	if err != nil {
@@ -91,6 +92,12 @@ func (e *Endpoints) authorize(ctx context.Context, method string) (context.Conte
 	}
 	c.Role = role
 	log = log.With(slog.String(api.KeyAuthorized, role.String()))
+	if !c.Local {
+		if err := e.limits.apply(ctx, method, c.Addr, req); err != nil {
+			log.Error("Rejecting request due to rate limiting", slog.String(api.KeyError, err.Error()))
+			return nil, log, err
+		}
+	}
 	ctx = api.WithCaller(ctx, c)
 	ctx = api.WithLogger(ctx, log)
 	return ctx, log, nil
@@ -155,7 +162,7 @@ func finish(log *slog.Logger, err error, panicked any) error {
 
 func (e *Endpoints) unaryInterceptor(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
 	start := time.Now()
-	ctx, log, err := e.authorize(ctx, info.FullMethod)
+	ctx, log, err := e.authorize(ctx, info.FullMethod, req)
 	if err != nil {
 		return nil, err
 	}
@@ -170,7 +177,7 @@ func (e *Endpoints) unaryInterceptor(ctx context.Context, req any, info *grpc.Un
 }
 
 func (e *Endpoints) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
-	ctx, log, err := e.authorize(ss.Context(), info.FullMethod)
+	ctx, log, err := e.authorize(ss.Context(), info.FullMethod, nil)
 	if err != nil {
 		return err
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
 	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
+	svidv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/svid/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -44,11 +45,13 @@ var td = spiffeid.RequireTrustDomainFromString("example.org")
 type whoami struct {
 	entryv1.UnimplementedEntryServer
 	bundlev1.UnimplementedBundleServer
+	svidv1.UnimplementedSVIDServer
 }
 
 func (w whoami) Register(r grpc.ServiceRegistrar) {
 	entryv1.RegisterEntryServer(r, w)
 	bundlev1.RegisterBundleServer(r, w)
+	svidv1.RegisterSVIDServer(r, w)
 }
 
 func caller(ctx context.Context) string {
@@ -266,6 +269,16 @@ func TestTCP_T13_Authorization(t *testing.T) {
 		}
 		if d := status.Convert(err).Details(); len(d) != 1 || d[0].(*types.PermissionDeniedDetails).Reason != types.PermissionDeniedDetails_AGENT_NOT_ACTIVE {
 			t.Fatalf("details %v", d)
+		}
+	})
+	t.Run("fail/T14 oversized CSR batch", func(t *testing.T) {
+		params := make([]*svidv1.NewX509SVIDParams, endpoints.SignLimitPerIP+1)
+		for i := range params {
+			params[i] = &svidv1.NewX509SVIDParams{EntryId: "e"}
+		}
+		_, err := svidv1.NewSVIDClient(f.dial(t, &agentCert)).BatchNewX509SVID(ctx, &svidv1.BatchNewX509SVIDRequest{Params: params})
+		if status.Code(err) != codes.ResourceExhausted {
+			t.Fatalf("err = %v", err)
 		}
 	})
 	t.Run("fail/agent on an admin RPC", func(t *testing.T) {

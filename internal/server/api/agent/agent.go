@@ -63,6 +63,10 @@ type Config struct {
 	AgentSVIDTTL time.Duration
 	// Changed, when set, is called after an attestation changed a node.
 	Changed func()
+	// CatchUp, when set, is called after an attestation, before the answer:
+	// it brings the authorized-entry index up to date so that the agent's
+	// first sync sees its entries (read your writes).
+	CatchUp func(ctx context.Context) error
 	// AgentRemoved, when set, is called after an agent was evicted or
 	// banned, so that its open streams can be closed at once (T3).
 	AgentRemoved func(spiffeID string)
@@ -81,6 +85,7 @@ type Service struct {
 	agentTTL  time.Duration
 	removed   func(string)
 	changed   func()
+	catchUp   func(context.Context) error
 	now       func() time.Time
 }
 
@@ -102,7 +107,7 @@ func New(c Config) (*Service, error) {
 		c.Changed = func() {}
 	}
 	return &Service{td: c.TrustDomain, store: c.Store, ca: c.CA, attestors: c.NodeAttestors, agentTTL: c.AgentSVIDTTL,
-		removed: c.AgentRemoved, changed: c.Changed, now: c.Clock}, nil
+		removed: c.AgentRemoved, changed: c.Changed, catchUp: c.CatchUp, now: c.Clock}, nil
 }
 
 // Register registers the service on r.

@@ -118,6 +118,11 @@ func (s *Service) AttestAgent(stream agentv1.Agent_AttestAgentServer) error {
 		return api.MakeErr(log, codes.Internal, "failed to store attested agent", err)
 	}
 	s.changed()
+	if s.catchUp != nil {
+		if err := s.catchUp(ctx); err != nil {
+			log.Warn("Failed to update the authorized-entry index", slog.String(api.KeyError, err.Error()))
+		}
+	}
 	log.Info("Agent attestation request completed")
 	return stream.Send(&agentv1.AttestAgentResponse{Step: &agentv1.AttestAgentResponse_Result_{
 		Result: &agentv1.AttestAgentResponse_Result{Svid: x509SVID(agentID, chain), Reattestable: result.CanReattest},
