@@ -177,7 +177,7 @@ func (s *Server) Run(ctx context.Context) error {
 	idx := index.New(api.ServerID(c.TrustDomain).String())
 	feed := index.NewFeed(idx, feedSource{Source: store, cache: nodes}, s.log.With(slog.String("subsystem_name", "index")), 0)
 
-	svcs, err := s.services(store, serverCA, idx, feed, nodes)
+	svcs, local, err := s.services(store, serverCA, idx, feed, nodes)
 	if err != nil {
 		return err
 	}
@@ -201,12 +201,13 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("server: %w", err)
 	}
 	ep, err := endpoints.New(endpoints.Config{
-		SocketPath: c.SocketPath,
-		TCP:        &endpoints.TCPConfig{Addr: c.BindAddress, TLS: serverTLS.TLSConfig()},
-		Services:   svcs,
-		Facts:      s.facts(store, nodes),
-		Health:     healthCheck(store, serverCA, c.TrustDomain),
-		Logger:     s.log.With(slog.String("subsystem_name", "endpoints")),
+		SocketPath:    c.SocketPath,
+		TCP:           &endpoints.TCPConfig{Addr: c.BindAddress, TLS: serverTLS.TLSConfig()},
+		Services:      svcs,
+		LocalServices: local,
+		Facts:         s.facts(store, nodes),
+		Health:        healthCheck(store, serverCA, c.TrustDomain),
+		Logger:        s.log.With(slog.String("subsystem_name", "endpoints")),
 	})
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
@@ -289,24 +290,25 @@ func (s *Server) newCA(store *datastore.Store) (*ca.CA, error) {
 	return serverCA, nil
 }
 
-// services builds every API service.
-func (s *Server) services(store *datastore.Store, serverCA *ca.CA, idx *index.Index, feed *index.Feed, nodes *nodeCache) ([]endpoints.Service, error) {
+// services builds every API service: those served on every listener, and
+// those served on the admin socket only.
+func (s *Server) services(store *datastore.Store, serverCA *ca.CA, idx *index.Index, feed *index.Feed, nodes *nodeCache) (all, local []endpoints.Service, err error) {
 	td := s.c.TrustDomain
 	entrySvc, err := entry.New(entry.Config{TrustDomain: td, Store: store, Changed: feed.Poke, Authorized: idx})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	pushSvc, err := entry.NewPush(idx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	attestors, err := s.nodeAttestors(store)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	bundleSvc, err := bundle.New(bundle.Config{TrustDomain: td, Store: store})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	agentSvc, err := agent.New(agent.Config{TrustDomain: td, Store: store, Clock: s.c.Clock,
 		CA: serverCA, NodeAttestors: attestors, AgentSVIDTTL: s.c.X509SVIDTTL, Changed: feed.Poke, CatchUp: feed.CatchUp,
@@ -316,29 +318,29 @@ func (s *Server) services(store *datastore.Store, serverCA *ca.CA, idx *index.In
 			feed.Poke()
 		}})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	svidSvc, err := svid.New(svid.Config{TrustDomain: td, CA: serverCA, Entries: idx})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	laSvc, err := localauthority.New(localauthority.Config{TrustDomain: td, CA: serverCA, Store: store})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	tdSvc, err := trustdomain.New(trustdomain.Config{TrustDomain: td, Store: store})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	svcs := []endpoints.Service{entrySvc, pushSvc, bundleSvc, agentSvc, svidSvc, laSvc, tdSvc}
+	all = []endpoints.Service{entrySvc, pushSvc, bundleSvc, agentSvc, svidSvc, laSvc, tdSvc}
 	if s.c.LogLevel != nil {
 		logSvc, err := logger.New(logger.Config{Level: s.c.LogLevel})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		svcs = append(svcs, logSvc)
+		local = append(local, logSvc)
 	}
-	return svcs, nil
+	return all, local, nil
 }
 
 // nodeAttestors builds the configured node attestors (join_token,

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"io/fs"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
 	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
+	loggerv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/logger/v1"
 	"github.com/spiffe/spire-api-sdk/proto/spire/api/types"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -51,6 +53,7 @@ func startServer(t *testing.T, dir string) (*grpc.ClientConn, *server.Server, fu
 		DataDir:     filepath.Join(dir, "data"),
 		SocketPath:  filepath.Join(dir, "s", "api.sock"),
 		BindAddress: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)},
+		LogLevel:    new(slog.LevelVar),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -95,6 +98,9 @@ func TestServer_RunServesAndRestarts(t *testing.T) {
 	health, err := grpc_health_v1.NewHealthClient(conn).Check(ctx, &grpc_health_v1.HealthCheckRequest{})
 	if err != nil || health.Status != grpc_health_v1.HealthCheckResponse_SERVING {
 		t.Fatalf("health %v %v", health, err)
+	}
+	if lg, err := loggerv1.NewLoggerClient(conn).GetLogger(ctx, &loggerv1.GetLoggerRequest{}); err != nil || lg.CurrentLevel != types.LogLevel_INFO {
+		t.Fatalf("logger %v %v", lg, err)
 	}
 	b1, err := bundlev1.NewBundleClient(conn).GetBundle(ctx, &bundlev1.GetBundleRequest{})
 	if err != nil || len(b1.X509Authorities) != 1 || len(b1.JwtAuthorities) != 1 {

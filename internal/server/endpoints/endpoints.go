@@ -51,6 +51,9 @@ type Config struct {
 	// Services are registered on every listener; authorization decides who
 	// may call what.
 	Services []Service
+	// LocalServices are registered on the admin socket only, like the
+	// health service (T13: debug-style services never appear on TCP).
+	LocalServices []Service
 	// Facts are the lookups authorization needs for TCP callers.
 	Facts authz.Facts
 	// Health reports whether the server can serve (nil: always).
@@ -124,7 +127,7 @@ func (e *Endpoints) TCPAddr() net.Addr {
 	}
 }
 
-func (e *Endpoints) newServer(opts ...grpc.ServerOption) *grpc.Server {
+func (e *Endpoints) newServer(local bool, opts ...grpc.ServerOption) *grpc.Server {
 	opts = append(opts,
 		grpc.ChainUnaryInterceptor(e.unaryInterceptor),
 		grpc.ChainStreamInterceptor(e.streamInterceptor),
@@ -133,7 +136,12 @@ func (e *Endpoints) newServer(opts ...grpc.ServerOption) *grpc.Server {
 	for _, svc := range e.c.Services {
 		svc.Register(s)
 	}
-	grpc_health_v1.RegisterHealthServer(s, &health{check: e.c.Health})
+	if local {
+		for _, svc := range e.c.LocalServices {
+			svc.Register(s)
+		}
+		grpc_health_v1.RegisterHealthServer(s, &health{check: e.c.Health})
+	}
 	return s
 }
 
@@ -147,7 +155,7 @@ func (e *Endpoints) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	servers := []*grpc.Server{e.newServer()}
+	servers := []*grpc.Server{e.newServer(true)}
 	listeners := []net.Listener{unixL}
 	if e.c.TCP != nil {
 		tcpL, err := net.ListenTCP("tcp", e.c.TCP.Addr)
@@ -157,7 +165,7 @@ func (e *Endpoints) Run(ctx context.Context) error {
 		}
 		e.tcpAddr <- tcpL.Addr()
 		listeners = append(listeners, tcpL)
-		servers = append(servers, e.newServer(
+		servers = append(servers, e.newServer(false,
 			grpc.Creds(credentials.NewTLS(e.c.TCP.TLS)),
 			// Bounded connection lifetime, as SPIRE: clients reconnect, so
 			// their certificates are verified again against the bundle.

@@ -10,8 +10,8 @@ import (
 	"github.com/neural-hive/hive-identity/internal/server/api"
 )
 
-// health is the grpc.health.v1 service of the server (local callers only,
-// as in SPIRE). Check reports SERVING when the server can serve; per-service
+// health is the grpc.health.v1 service of the server, on the admin socket
+// only (SPIRE's policy allows only local callers). Check reports SERVING when the server can serve; per-service
 // health is not supported. Watch and List are Unimplemented, as in SPIRE.
 type health struct {
 	grpc_health_v1.UnimplementedHealthServer

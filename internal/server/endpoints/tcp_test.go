@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/neural-hive/hive-identity/internal/server/api"
@@ -278,6 +279,12 @@ func TestTCP_T13_Authorization(t *testing.T) {
 		}
 		_, err := svidv1.NewSVIDClient(f.dial(t, &agentCert)).BatchNewX509SVID(ctx, &svidv1.BatchNewX509SVIDRequest{Params: params})
 		if status.Code(err) != codes.ResourceExhausted {
+			t.Fatalf("err = %v", err)
+		}
+	})
+	t.Run("fail/T13 health is not served on TCP", func(t *testing.T) {
+		_, err := grpc_health_v1.NewHealthClient(f.dial(t, &adminCert)).Check(ctx, &grpc_health_v1.HealthCheckRequest{})
+		if status.Code(err) != codes.Unimplemented {
 			t.Fatalf("err = %v", err)
 		}
 	})
