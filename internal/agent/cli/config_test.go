@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"context"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strings"
@@ -98,16 +100,24 @@ func TestValidateFlags(t *testing.T) {
 	assertResult(t, got, result{stdout: "SPIRE agent configuration file is valid.\n"})
 }
 
-// TestRunNotWired: with a valid configuration, run gets as far as the seam
-// to the agent runtime and reports that it is not wired, exit 1.
-func TestRunNotWired(t *testing.T) {
+// TestRunStopsOnCancel: with a valid configuration and no server to reach,
+// run creates the socket directories, keeps retrying the bootstrap, and
+// stops gracefully (exit 0) when its context ends.
+func TestRunStopsOnCancel(t *testing.T) {
 	dir := tempDir(t)
 	copyGoldenInputs(t, dir)
 	t.Setenv("RUN", dir)
 	old := currentUmask()
 	t.Cleanup(func() { setUmaskForTest(old) })
-	got := runCLI(t.Context(), time.Now, "run", "-config", filepath.Join(dir, "agent", "agent.conf"), "-expandEnv", "-logLevel", "INFO")
-	if got.code != 1 || got.stderr != errRunNotWired.Error()+"\n" {
+	ca := newTestCA(t, "neural-hive.local", time.Now())
+	bootstrap := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.root.Raw})
+	if err := os.WriteFile(filepath.Join(dir, "agent", "bootstrap.pem"), bootstrap, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	defer cancel()
+	got := runCLI(ctx, time.Now, "run", "-config", filepath.Join(dir, "agent", "agent.conf"), "-expandEnv", "-logLevel", "INFO")
+	if got.code != 0 || !strings.Contains(got.stdout, "Agent stopped gracefully") {
 		t.Errorf("%+v", got)
 	}
 	// As SPIRE's run does first: the socket directories exist.

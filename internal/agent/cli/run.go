@@ -125,11 +125,7 @@ func (c *runCommand) run(ctx context.Context, args []string) int {
 		return exitFailure
 	}
 	err = startAgent(ctx, loaded)
-	switch {
-	case errors.Is(err, errRunNotWired):
-		c.e.errorln(err)
-		return exitFailure
-	case err != nil:
+	if err != nil {
 		loaded.logger.ErrorContext(ctx, "Agent crashed", slog.Any("error", err))
 		return exitFailure
 	}
