@@ -53,6 +53,7 @@ type server struct {
 	dir     string
 	conf    string
 	socket  string
+	port    int
 	cmd     *exec.Cmd
 	logs    *bytes.Buffer
 	stopped chan struct{}
@@ -76,7 +77,7 @@ func newServer(tb testing.TB, opts serverOptions) *server {
 		opts.dbType = "sqlite3"
 		opts.dsn = filepath.Join(dir, "data", "datastore.sqlite3")
 	}
-	s := &server{t: tb, dir: dir, conf: filepath.Join(dir, "server.conf"), socket: filepath.Join(dir, "s", "api.sock")}
+	s := &server{t: tb, dir: dir, conf: filepath.Join(dir, "server.conf"), socket: filepath.Join(dir, "s", "api.sock"), port: freePort(tb)}
 	conf := fmt.Sprintf(`server {
     bind_address = "127.0.0.1"
     bind_port = "%d"
@@ -103,7 +104,7 @@ plugins {
         }
     }
 }
-`, freePort(tb), s.socket, filepath.Join(dir, "data"), opts.extra, opts.dbType, opts.dsn, filepath.Join(dir, "data", "keys.json"))
+`, s.port, s.socket, filepath.Join(dir, "data"), opts.extra, opts.dbType, opts.dsn, filepath.Join(dir, "data", "keys.json"))
 	if err := os.WriteFile(s.conf, []byte(conf), 0o600); err != nil {
 		tb.Fatal(err)
 	}
