@@ -52,7 +52,7 @@ func wlClient(t *testing.T, a *agentProc) *workloadapi.Client {
 
 // waitSVIDs watches the agent's X.509 stream until pred holds for the latest
 // update (bounded), and returns that update's SPIFFE IDs.
-func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
+func waitFor(t testing.TB, what string, limit time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(limit)
 	for !cond() {
