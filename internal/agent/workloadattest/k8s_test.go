@@ -268,6 +268,24 @@ func TestK8sAttest(t *testing.T) {
 		})
 	}
 
+	t.Run("ok/T6 forged mountinfo is not read", func(t *testing.T) {
+		// A workload with mount privileges can mount a cgroup file system
+		// whose root names another pod's container; only the kernel's
+		// /proc/<pid>/cgroup decides.
+		kl, cfg := testKubelet(t, "pods.json")
+		cfg.ProcDir = procWith(t, 6, "v2-host-process.txt")
+		forged := "1543 1542 0:32 /../../kubepods-besteffort-pod" + strings.ReplaceAll(uidWorker, "-", "_") +
+			".slice/cri-containerd-" + cidWorker + ".scope /sys/fs/cgroup ro,nosuid,nodev,noexec,relatime - cgroup2 cgroup rw\n"
+		if err := os.WriteFile(filepath.Join(cfg.ProcDir, "6", "mountinfo"), []byte(forged), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		a, _ := NewK8s(cfg)
+		got, err := a.Attest(ctx, 6)
+		if err != nil || got != nil || kl.Requests() != 0 {
+			t.Fatalf("got %q %v (%d kubelet requests)", got, err, kl.Requests())
+		}
+	})
+
 	t.Run("fail/T6 container claimed by two pods", func(t *testing.T) {
 		_, cfg := testKubelet(t, "pods_duplicate_container.json")
 		cfg.ProcDir = procWith(t, 6, "v1-crio-no-pod-uid.txt")
