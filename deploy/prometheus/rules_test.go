@@ -355,3 +355,42 @@ func TestReferencedMetricsExist(t *testing.T) {
 		}
 	}
 }
+
+// TestRunbookAlertsMatchRules checks that the rules printed in
+// docs/runbook.md ("Alertas Recomendados") are the shipped alerts.yaml,
+// comments and blank lines aside, so operators read what Prometheus runs.
+func TestRunbookAlertsMatchRules(t *testing.T) {
+	runbook, err := os.ReadFile(filepath.Join("..", "..", "docs", "runbook.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, err := os.ReadFile("alerts.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, ok := strings.Cut(string(runbook), "### Alertas Recomendados")
+	if !ok {
+		t.Fatal(`runbook has no "### Alertas Recomendados" section`)
+	}
+	_, block, ok := strings.Cut(after, "```yaml\n")
+	if ok {
+		block, _, ok = strings.Cut(block, "```")
+	}
+	if !ok {
+		t.Fatal("no yaml block under Alertas Recomendados")
+	}
+	if got, want := significant(block), significant(string(rules)); got != want {
+		t.Errorf("runbook alerts differ from alerts.yaml:\n--- runbook\n%s\n--- alerts.yaml\n%s", got, want)
+	}
+}
+
+// significant drops comment and blank lines.
+func significant(text string) string {
+	var keep []string
+	for _, line := range strings.Split(text, "\n") {
+		if s := strings.TrimSpace(line); s != "" && !strings.HasPrefix(s, "#") {
+			keep = append(keep, strings.TrimRight(line, " "))
+		}
+	}
+	return strings.Join(keep, "\n")
+}
