@@ -84,6 +84,7 @@ func newRegistry() registry {
 		"api fetch jwt":    newFetchJWTCommand,
 		"api validate jwt": newValidateJWTCommand,
 		"api watch":        newWatchCommand,
+		"doctor":           newDoctorCommand,
 		"healthcheck":      newHealthcheckCommand,
 		"run":              newRunCommand,
 		"validate":         newValidateCommand,

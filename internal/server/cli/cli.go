@@ -89,6 +89,7 @@ func commands() []command {
 			{name: "run", synopsis: runSynopsis, setup: setupRun},
 			{name: "validate", synopsis: validateSynopsis, setup: setupValidate},
 			{name: "healthcheck", synopsis: "Checks that the server answers on its admin socket", setup: apiSetup(healthcheckFlags)},
+			{name: "doctor", synopsis: doctorSynopsis, setup: setupDoctor},
 		},
 		entryCommands(),
 		bundleCommands(),
