@@ -561,7 +561,11 @@ func (c *doctorCommand) checkIdentity(ctx context.Context) []finding {
 	for i, s := range x.SVIDs {
 		ids[i] = s.ID.String()
 	}
-	f.Status, f.Detail = statusOK, fmt.Sprintf("%s gets %d X509-SVID%s: %s", caller, len(ids), map[bool]string{true: "", false: "s"}[len(ids) == 1], strings.Join(ids, ", "))
+	noun := "X509-SVIDs"
+	if len(ids) == 1 {
+		noun = "X509-SVID"
+	}
+	f.Status, f.Detail = statusOK, fmt.Sprintf("%s gets %d %s: %s", caller, len(ids), noun, strings.Join(ids, ", "))
 	out := []finding{f}
 	now := c.e.now()
 	for _, s := range x.SVIDs {
