@@ -155,6 +155,10 @@ func normalizeHelp(s string) string {
 			lines[i] = "    \t<sentence>" + m[2]
 		case l == "Subcommands:" || l == "Available commands are:":
 			inList = true
+		case inList && strings.HasPrefix(l, "    doctor "):
+			// Extension commands are not in SPIRE's listing.
+			lines = slices.Delete(lines, i, i+1)
+			i--
 		case inList && strings.HasPrefix(l, "    "):
 			// "    name<pad>    synopsis": keep the padded name and whether a synopsis exists.
 			name := strings.TrimLeft(l[4:], " ")
