@@ -29,9 +29,18 @@ import (
 // at the registry (mTLS) -> dispatch to the worker (mTLS) -> result; every
 // hop counted as a successful authentication attempt.
 func TestFlowC_EndToEnd(t *testing.T) {
-	p := newPlane(t, planeOptions{})
+	p := newPlane(t, planeOptions{demoEntry: true})
 	payload := "Neural Hive Flow C: intent -> plan -> execution"
 	sum := sha256.Sum256([]byte(payload))
+
+	// The demo entry (uid only, created before the services' entries) gives
+	// this test binary an identity, and every service a second SVID: they
+	// keep using their own.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if svid, err := workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr("unix://"+p.agent.socket)); err != nil || svid.ID.String() != demoID {
+		t.Fatalf("test process: %v, %v; want the demo SVID", svid, err)
+	}
 
 	for _, tt := range []struct{ capability, want string }{
 		{"sha256", hex.EncodeToString(sum[:])},
@@ -77,13 +86,6 @@ func TestFlowC_EndToEnd(t *testing.T) {
 			t.Errorf("%s: spiffe_x509_svid_expiration_seconds = %v, want about 3600 (-ttl 3600)", svc.name, left)
 		}
 	}
-	// The path selectors give identities to the four binaries only: this test
-	// binary (same uid) gets none.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr("unix://"+p.agent.socket)); status.Code(err) != codes.PermissionDenied {
-		t.Errorf("test process: %v, want PermissionDenied (no identity issued)", err)
-	}
 	// The worker deregisters when it stops.
 	if err := p.worker.stop(); err != nil {
 		t.Fatalf("worker exit: %v", err)
@@ -105,6 +107,13 @@ func TestFlowC_WorkerWithoutEntry(t *testing.T) {
 	// A long lease: no heartbeat adds attempts while the mix is counted.
 	p := newPlane(t, planeOptions{registryArgs: []string{"-leaseTTL", "1h"}})
 	rogue := filepath.Join(rogueDir, "worker-agents")
+	// The path selectors give identities to the four binaries only: this test
+	// binary (same uid) gets none.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := workloadapi.FetchX509SVID(ctx, workloadapi.WithAddr("unix://"+p.agent.socket)); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("test process: %v, want PermissionDenied (no identity issued)", err)
+	}
 	rate := func() (failures, attempts float64) {
 		m := p.registry.metrics(t)
 		return counter(t, m, "grpc_auth_failures_total", nil), counter(t, m, "grpc_auth_attempts_total", nil)

@@ -378,7 +378,12 @@ type plane struct {
 type planeOptions struct {
 	registryArgs []string
 	noWorker     bool
+	// demoEntry first creates the README's demo entry, selector unix:uid
+	// only: it matches every process of the test, services included.
+	demoEntry bool
 }
+
+const demoID = "spiffe://neural-hive.local/ns/demo/sa/demo"
 
 // newPlane starts spire-server and spire-agent, creates the runbook's
 // entries for the four binaries (unix:uid + unix:path), then the three
@@ -387,6 +392,10 @@ func newPlane(tb testing.TB, opts planeOptions) *plane {
 	tb.Helper()
 	p := &plane{srv: newServer(tb, trustDomain)}
 	p.agent = newAgent(tb, p.srv)
+	if opts.demoEntry {
+		p.srv.mustCLI(tb, "entry", "create", "-spiffeID", demoID, "-parentID", agentAlias,
+			"-selector", "unix:uid:"+strconv.Itoa(os.Getuid()), "-ttl", "3600")
+	}
 	for _, e := range [][2]string{
 		{registryID, "service-registry"},
 		{orchID, "orchestrator-dynamic"},

@@ -24,6 +24,7 @@ func RunOrchestrator(ctx context.Context, args []string, getenv Getenv, stdout, 
 	var c common
 	c.register(fs, getenv)
 	listen := fs.String("listen", ":50052", "Address of the Orchestrator gRPC service (TLS + JWT-SVID)")
+	ownID := fs.String("spiffeID", flow.OrchestratorID.String(), "This service's SPIFFE ID, picked when the agent issues several SVIDs")
 	registryAddr := fs.String("registry", "127.0.0.1:50051", "Address of the service-registry")
 	registryID := fs.String("registryID", flow.RegistryID.String(), "SPIFFE ID the service-registry must present")
 	workerID := fs.String("workerID", flow.WorkerID.String(), "SPIFFE ID workers must present")
@@ -41,6 +42,10 @@ func RunOrchestrator(ctx context.Context, args []string, getenv Getenv, stdout, 
 		name:   name,
 		listen: *listen,
 		newFn: func(lis net.Listener, reg prometheus.Registerer, log *slog.Logger) (runner, error) {
+			id, err := spiffeid.FromString(*ownID)
+			if err != nil {
+				return nil, err
+			}
 			rid, err := spiffeid.FromString(*registryID)
 			if err != nil {
 				return nil, err
@@ -53,7 +58,7 @@ func RunOrchestrator(ctx context.Context, args []string, getenv Getenv, stdout, 
 			if len(submitters) > 0 {
 				allow = spiffegrpc.AuthorizeOneOf(submitters...)
 			}
-			return orchestrator.New(orchestrator.Config{Listener: lis, WorkloadAPIAddr: addr, RegistryAddr: *registryAddr,
+			return orchestrator.New(orchestrator.Config{Listener: lis, WorkloadAPIAddr: addr, ID: id, RegistryAddr: *registryAddr,
 				RegistryID: rid, WorkerID: wid, Submitters: allow, Registerer: reg, Logger: log})
 		},
 		readyErr: func(r runner) error {

@@ -23,6 +23,7 @@ func RunRegistry(ctx context.Context, args []string, getenv Getenv, stdout, stde
 	var c common
 	c.register(fs, getenv)
 	listen := fs.String("listen", ":50051", "Address of the Registry gRPC service (mTLS)")
+	ownID := fs.String("spiffeID", flow.RegistryID.String(), "This service's SPIFFE ID, picked when the agent issues several SVIDs")
 	leaseTTL := fs.Duration("leaseTTL", registry.DefaultLeaseTTL, "Lifetime of a worker lease without heartbeat")
 	workerID := fs.String("workerID", flow.WorkerID.String(), "SPIFFE ID allowed to Register, Heartbeat and Deregister")
 	orchID := fs.String("orchestratorID", flow.OrchestratorID.String(), "SPIFFE ID allowed to Discover")
@@ -38,6 +39,10 @@ func RunRegistry(ctx context.Context, args []string, getenv Getenv, stdout, stde
 		name:   name,
 		listen: *listen,
 		newFn: func(lis net.Listener, reg prometheus.Registerer, log *slog.Logger) (runner, error) {
+			id, err := spiffeid.FromString(*ownID)
+			if err != nil {
+				return nil, err
+			}
 			wid, err := spiffeid.FromString(*workerID)
 			if err != nil {
 				return nil, err
@@ -46,7 +51,7 @@ func RunRegistry(ctx context.Context, args []string, getenv Getenv, stdout, stde
 			if err != nil {
 				return nil, err
 			}
-			return registry.New(registry.Config{Listener: lis, WorkloadAPIAddr: addr, WorkerID: wid, OrchestratorID: oid,
+			return registry.New(registry.Config{Listener: lis, WorkloadAPIAddr: addr, ID: id, WorkerID: wid, OrchestratorID: oid,
 				LeaseTTL: *leaseTTL, Registerer: reg, Logger: log})
 		},
 		readyErr: func(r runner) error { return readyChan(r.(*registry.Registry).Ready(), "waiting for an X509-SVID") },

@@ -44,6 +44,7 @@ func RunSubmit(ctx context.Context, args []string, getenv Getenv, stdout, stderr
 		def = env
 	}
 	socketPath := fs.String("socketPath", def, "Path of the SPIRE agent's Workload API socket (default from SPIFFE_ENDPOINT_SOCKET when set)")
+	ownID := fs.String("spiffeID", flow.SubmitterID.String(), "SPIFFE ID to submit as, picked when the agent issues several")
 	orchAddr := fs.String("orchestrator", "127.0.0.1:50052", "Address of the orchestrator-dynamic")
 	orchID := fs.String("orchestratorID", flow.OrchestratorID.String(), "SPIFFE ID the orchestrator must present; the JWT-SVID audience")
 	capability := fs.String("capability", "sha256", "Task kind: sha256 or wordcount")
@@ -66,13 +67,17 @@ func RunSubmit(ctx context.Context, args []string, getenv Getenv, stdout, stderr
 	if err != nil {
 		return fail("-orchestratorID: %v", err)
 	}
+	id, err := spiffeid.FromString(*ownID)
+	if err != nil {
+		return fail("-spiffeID: %v", err)
+	}
 	addr, err := workloadAddr(*socketPath)
 	if err != nil {
 		return fail("%v", err)
 	}
 
 	openCtx, cancel := context.WithTimeout(ctx, *timeout)
-	src, err := workload.Open(openCtx, workload.Config{Addr: addr, JWT: *tokenFile == ""})
+	src, err := workload.Open(openCtx, workload.Config{Addr: addr, ID: id, JWT: *tokenFile == ""})
 	cancel()
 	if err != nil {
 		return fail("no identity from the Workload API at %s within %s (is there a registration entry for this program?): %v", addr, *timeout, err)

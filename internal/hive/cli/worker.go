@@ -27,6 +27,7 @@ func RunWorker(ctx context.Context, args []string, getenv Getenv, stdout, stderr
 	c.register(fs, getenv)
 	listen := fs.String("listen", "127.0.0.1:0", "Address of the Worker gRPC service (mTLS); port 0 picks one")
 	advertise := fs.String("advertise", "", "host:port registered for the orchestrator (default: the listening address)")
+	ownID := fs.String("spiffeID", flow.WorkerID.String(), "This service's SPIFFE ID, picked when the agent issues several SVIDs")
 	registryAddr := fs.String("registry", "127.0.0.1:50051", "Address of the service-registry")
 	registryID := fs.String("registryID", flow.RegistryID.String(), "SPIFFE ID the service-registry must present")
 	orchID := fs.String("orchestratorID", flow.OrchestratorID.String(), "SPIFFE ID allowed to dispatch tasks")
@@ -46,6 +47,10 @@ func RunWorker(ctx context.Context, args []string, getenv Getenv, stdout, stderr
 		name:   name,
 		listen: *listen,
 		newFn: func(lis net.Listener, reg prometheus.Registerer, log *slog.Logger) (runner, error) {
+			id, err := spiffeid.FromString(*ownID)
+			if err != nil {
+				return nil, err
+			}
 			rid, err := spiffeid.FromString(*registryID)
 			if err != nil {
 				return nil, err
@@ -60,7 +65,7 @@ func RunWorker(ctx context.Context, args []string, getenv Getenv, stdout, stderr
 					return nil, err
 				}
 			}
-			return worker.New(worker.Config{Listener: lis, AdvertiseAddr: *advertise, WorkloadAPIAddr: addr,
+			return worker.New(worker.Config{Listener: lis, AdvertiseAddr: *advertise, WorkloadAPIAddr: addr, ID: id,
 				RegistryAddr: *registryAddr, RegistryID: rid, OrchestratorID: oid, Capabilities: splitList(*caps),
 				SVIDTimeout: *svidTimeout, RetryInterval: *retry, TrustBundle: bundle, Registerer: reg, Logger: log})
 		},

@@ -56,6 +56,9 @@ type Config struct {
 	// WorkloadAPIAddr is the SPIRE agent's Workload API,
 	// "unix:///run/spire/sockets/agent.sock". Required.
 	WorkloadAPIAddr string
+	// ID is the service's own SPIFFE ID, picked when the agent issues the
+	// process several SVIDs. Default flow.OrchestratorID.
+	ID spiffeid.ID
 	// RegistryAddr is the service-registry's host:port. Required.
 	RegistryAddr string
 	// RegistryID is the SPIFFE ID the registry must present. Default
@@ -103,6 +106,9 @@ func New(cfg Config) (*Orchestrator, error) {
 		return nil, errors.New("orchestrator: no Workload API address")
 	case cfg.RegistryAddr == "":
 		return nil, errors.New("orchestrator: no registry address")
+	}
+	if cfg.ID.IsZero() {
+		cfg.ID = flow.OrchestratorID
 	}
 	if cfg.RegistryID.IsZero() {
 		cfg.RegistryID = flow.RegistryID
@@ -157,7 +163,7 @@ func (o *Orchestrator) SVID() (*x509svid.SVID, bool) {
 // and closes the listener and every connection it opened.
 func (o *Orchestrator) Run(ctx context.Context) error {
 	defer o.cfg.Listener.Close()
-	src, err := workload.Open(ctx, workload.Config{Addr: o.cfg.WorkloadAPIAddr, JWT: true, Logger: o.log})
+	src, err := workload.Open(ctx, workload.Config{Addr: o.cfg.WorkloadAPIAddr, ID: o.cfg.ID, JWT: true, Logger: o.log})
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil

@@ -49,6 +49,9 @@ type Config struct {
 	// WorkloadAPIAddr is the SPIRE agent's Workload API,
 	// "unix:///run/spire/sockets/agent.sock". Required.
 	WorkloadAPIAddr string
+	// ID is the service's own SPIFFE ID, picked when the agent issues the
+	// process several SVIDs. Default flow.RegistryID.
+	ID spiffeid.ID
 	// WorkerID may Register, Heartbeat and Deregister. Default flow.WorkerID.
 	WorkerID spiffeid.ID
 	// OrchestratorID may Discover. Default flow.OrchestratorID.
@@ -86,6 +89,9 @@ func New(cfg Config) (*Registry, error) {
 		return nil, errors.New("registry: no Workload API address")
 	case cfg.LeaseTTL < 0 || cfg.MaxLeases < 0:
 		return nil, errors.New("registry: negative lease TTL or limit")
+	}
+	if cfg.ID.IsZero() {
+		cfg.ID = flow.RegistryID
 	}
 	if cfg.WorkerID.IsZero() {
 		cfg.WorkerID = flow.WorkerID
@@ -155,7 +161,7 @@ func Policy(workerID, orchestratorID spiffeid.ID) spiffegrpc.Authorizer {
 // returns nil on cancellation and closes the listener.
 func (r *Registry) Run(ctx context.Context) error {
 	defer r.cfg.Listener.Close()
-	src, err := workload.Open(ctx, workload.Config{Addr: r.cfg.WorkloadAPIAddr, Logger: r.log})
+	src, err := workload.Open(ctx, workload.Config{Addr: r.cfg.WorkloadAPIAddr, ID: r.cfg.ID, Logger: r.log})
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil

@@ -66,6 +66,9 @@ type Config struct {
 	// WorkloadAPIAddr is the SPIRE agent's Workload API,
 	// "unix:///run/spire/sockets/agent.sock". Required.
 	WorkloadAPIAddr string
+	// ID is the service's own SPIFFE ID, picked when the agent issues the
+	// process several SVIDs. Default flow.WorkerID.
+	ID spiffeid.ID
 	// RegistryAddr is the service-registry's host:port. Required.
 	RegistryAddr string
 	// RegistryID is the SPIFFE ID the registry must present. Default
@@ -117,6 +120,9 @@ func New(cfg Config) (*Worker, error) {
 	}
 	if cfg.AdvertiseAddr == "" {
 		cfg.AdvertiseAddr = cfg.Listener.Addr().String()
+	}
+	if cfg.ID.IsZero() {
+		cfg.ID = flow.WorkerID
 	}
 	if cfg.RegistryID.IsZero() {
 		cfg.RegistryID = flow.RegistryID
@@ -241,7 +247,7 @@ func (w *Worker) waitIdentity(ctx context.Context) (*workload.Sources, error) {
 	defer wg.Wait()
 	defer cancel()
 	wg.Go(func() {
-		src, err := workload.Open(openCtx, workload.Config{Addr: w.cfg.WorkloadAPIAddr, Logger: w.log})
+		src, err := workload.Open(openCtx, workload.Config{Addr: w.cfg.WorkloadAPIAddr, ID: w.cfg.ID, Logger: w.log})
 		done <- opened{src, err}
 	})
 	result := func(o opened) (*workload.Sources, error) {

@@ -13,10 +13,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/neural-hive/hive-identity/internal/telemetry"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 )
 
@@ -33,6 +37,10 @@ type Config struct {
 	// Addr is the Workload API address, "unix:///run/spire/sockets/agent.sock".
 	// Required.
 	Addr string
+	// ID picks the X509-SVID (and default JWT-SVID) with this SPIFFE ID when
+	// the agent issues several to the process (several entries match it);
+	// when none has it, or ID is zero, the first one is used.
+	ID spiffeid.ID
 	// JWT also opens a JWTSource (JWT bundles and JWT-SVIDs).
 	JWT bool
 	// WarnEvery is how often to warn while there is no X509-SVID. Default
@@ -93,9 +101,11 @@ func Open(ctx context.Context, cfg Config) (*Sources, error) {
 			}
 		}
 	})
-	s.X509, err = workloadapi.NewX509Source(ctx, workloadapi.WithClient(client))
+	s.X509, err = workloadapi.NewX509Source(ctx, workloadapi.WithClient(client),
+		workloadapi.WithDefaultX509SVIDPicker(func(svids []*x509svid.SVID) *x509svid.SVID { return pickX509(svids, cfg.ID) }))
 	if err == nil && cfg.JWT {
-		s.JWT, err = workloadapi.NewJWTSource(ctx, workloadapi.WithClient(client))
+		s.JWT, err = workloadapi.NewJWTSource(ctx, workloadapi.WithClient(client),
+			workloadapi.WithDefaultJWTSVIDPicker(func(svids []*jwtsvid.SVID) *jwtsvid.SVID { return pickJWT(svids, cfg.ID) }))
 	}
 	stopWarning()
 	wg.Wait()
@@ -108,6 +118,21 @@ func Open(ctx context.Context, cfg Config) (*Sources, error) {
 			telemetry.ExpiresAt, svid.Certificates[0].NotAfter.UTC().Format(time.RFC3339))
 	}
 	return s, nil
+}
+
+// pickX509 and pickJWT return the SVID with SPIFFE ID id, else the first.
+func pickX509(svids []*x509svid.SVID, id spiffeid.ID) *x509svid.SVID {
+	if i := slices.IndexFunc(svids, func(s *x509svid.SVID) bool { return s.ID == id }); i >= 0 {
+		return svids[i]
+	}
+	return svids[0]
+}
+
+func pickJWT(svids []*jwtsvid.SVID, id spiffeid.ID) *jwtsvid.SVID {
+	if i := slices.IndexFunc(svids, func(s *jwtsvid.SVID) bool { return s.ID == id }); i >= 0 {
+		return svids[i]
+	}
+	return svids[0]
 }
 
 // Close closes the sources and the client. It is idempotent.
