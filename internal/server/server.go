@@ -7,17 +7,24 @@ package server
 import (
 	"context"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
 
+	"github.com/neural-hive/hive-identity/internal/health"
 	"github.com/neural-hive/hive-identity/internal/server/api"
 	"github.com/neural-hive/hive-identity/internal/server/api/agent"
 	"github.com/neural-hive/hive-identity/internal/server/api/bundle"
@@ -32,6 +39,7 @@ import (
 	"github.com/neural-hive/hive-identity/internal/server/endpoints"
 	"github.com/neural-hive/hive-identity/internal/server/index"
 	"github.com/neural-hive/hive-identity/internal/server/nodeattest"
+	"github.com/neural-hive/hive-identity/internal/telemetry"
 )
 
 // Defaults of Config, as SPIRE 1.13.
@@ -150,7 +158,44 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("Starting server", slog.String("trust_domain", c.TrustDomain.Name()),
 		slog.String("data_store", c.DataStore.DatabaseType), slog.String("key_manager", c.KeyManager.Kind))
 
-	store, err := datastore.Open(ctx, datastore.Config{
+	reg := c.Registry
+	if reg == nil {
+		reg = telemetry.NewRegistry()
+	}
+	// The sources below are set once the parts exist; until then the
+	// gauges read zero.
+	var (
+		idxP     atomic.Pointer[index.Index]
+		subsP    atomic.Pointer[index.Index]
+		authsP   atomic.Pointer[func() []telemetry.Authority]
+		agentCnt agentCounter
+	)
+	metrics, err := telemetry.NewServerMetrics(reg, telemetry.ServerSources{
+		Entries: func() int {
+			if x := idxP.Load(); x != nil {
+				return x.EntryCount()
+			}
+			return 0
+		},
+		Agents: agentCnt.get,
+		PushSubscribers: func() int {
+			if x := subsP.Load(); x != nil {
+				return x.Subscribers()
+			}
+			return 0
+		},
+		Authorities: func() []telemetry.Authority {
+			if fn := authsP.Load(); fn != nil {
+				return (*fn)()
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+
+	raw, err := datastore.Open(ctx, datastore.Config{
 		DatabaseType:     c.DataStore.DatabaseType,
 		ConnectionString: c.DataStore.ConnectionString,
 		Logger:           s.log.With(slog.String("subsystem_name", "datastore")),
@@ -160,24 +205,28 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("server: open datastore: %w", err)
 	}
 	defer func() {
-		if err := store.Close(); err != nil {
+		if err := raw.Close(); err != nil {
 			s.log.Error("Failed to close datastore", slog.String(api.KeyError, err.Error()))
 		}
 	}()
+	store := timedStore{Store: raw, m: metrics}
 
-	serverCA, err := s.newCA(store)
+	serverCA, up, err := s.newCA(store)
 	if err != nil {
 		return err
 	}
 	if err := serverCA.Init(ctx); err != nil {
 		return fmt.Errorf("server: initialize CA: %w", err)
 	}
+	auths := authorities(serverCA, up, c.CATTL)
+	authsP.Store(&auths)
 
 	nodes := newNodeCache(store, c.Clock)
 	idx := index.New(api.ServerID(c.TrustDomain).String())
+	subsP.Store(idx)
 	feed := index.NewFeed(idx, feedSource{Source: store, cache: nodes}, s.log.With(slog.String("subsystem_name", "index")), 0)
 
-	svcs, local, err := s.services(store, serverCA, idx, feed, nodes)
+	svcs, local, err := s.services(store, countingCA{CA: serverCA, m: metrics}, idx, feed, nodes, metrics)
 	if err != nil {
 		return err
 	}
@@ -200,24 +249,71 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
+
+	probe, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return fmt.Errorf("server: health probe key: %w", err)
+	}
+	serving := make(chan struct{})
+	hs := &healthState{store: store, ca: serverCA, td: c.TrustDomain, clock: c.Clock, probeKey: probe.Public(), serving: serving}
+	checker, err := health.New(health.Config{
+		ListenerEnabled: c.HealthChecks.ListenerEnabled,
+		BindAddress:     c.HealthChecks.BindAddress,
+		BindPort:        c.HealthChecks.BindPort,
+		LivePath:        c.HealthChecks.LivePath,
+		ReadyPath:       c.HealthChecks.ReadyPath,
+		Checks:          hs.checks(),
+		Logger:          s.log,
+	})
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	var exporter *telemetry.Exporter
+	if c.Telemetry.PrometheusEnabled {
+		if exporter, err = telemetry.New(telemetry.Config{
+			Host: c.Telemetry.PrometheusHost, Port: c.Telemetry.PrometheusPort, Gatherer: reg, Logger: s.log,
+		}); err != nil {
+			return fmt.Errorf("server: %w", err)
+		}
+	}
+
 	ep, err := endpoints.New(endpoints.Config{
-		SocketPath:    c.SocketPath,
-		TCP:           &endpoints.TCPConfig{Addr: c.BindAddress, TLS: serverTLS.TLSConfig()},
-		Services:      svcs,
-		LocalServices: local,
-		Facts:         s.facts(store, nodes),
-		Health:        healthCheck(store, serverCA, c.TrustDomain),
-		Logger:        s.log.With(slog.String("subsystem_name", "endpoints")),
+		SocketPath:         c.SocketPath,
+		TCP:                &endpoints.TCPConfig{Addr: c.BindAddress, TLS: serverTLS.TLSConfig()},
+		Services:           svcs,
+		LocalServices:      local,
+		Facts:              s.facts(store, nodes),
+		Health:             func(ctx context.Context) error { return readiness(checker.Check(ctx)) },
+		UnaryInterceptors:  []grpc.UnaryServerInterceptor{metrics.UnaryServerInterceptor()},
+		StreamInterceptors: []grpc.StreamServerInterceptor{metrics.StreamServerInterceptor()},
+		Logger:             s.log.With(slog.String("subsystem_name", "endpoints")),
 	})
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return nilOnCancel(serverCA.Run(gctx)) })
+	g.Go(func() error {
+		hs.rotating.Store(true)
+		defer hs.rotating.Store(false)
+		return nilOnCancel(serverCA.Run(gctx))
+	})
 	g.Go(func() error { return nilOnCancel(feed.Run(gctx)) })
 	g.Go(func() error { return ep.Run(gctx) })
 	g.Go(func() error { return serverTLS.Run(gctx) })
+	g.Go(func() error { return checker.Run(gctx) })
+	if exporter != nil {
+		g.Go(func() error { return exporter.Run(gctx) })
+	}
+	g.Go(func() error {
+		select {
+		case <-feed.Loaded():
+		case <-gctx.Done():
+			return nil
+		}
+		idxP.Store(idx)
+		return agentCnt.run(gctx, store, idx, s.log)
+	})
 	g.Go(func() error {
 		return runPeriodically(gctx, JoinTokenPruneInterval, func(ctx context.Context) {
 			if err := store.PruneJoinTokens(ctx, c.Clock().Unix()); err != nil && ctx.Err() == nil {
@@ -229,6 +325,7 @@ func (s *Server) Run(ctx context.Context) error {
 		select {
 		case <-ep.Ready():
 			s.tcp = ep.TCPAddr()
+			close(serving)
 			close(s.ready)
 			s.log.Info("Server is ready")
 		case <-gctx.Done():
@@ -249,7 +346,7 @@ func nilOnCancel(err error) error {
 	return err
 }
 
-func (s *Server) newCA(store *datastore.Store) (*ca.CA, error) {
+func (s *Server) newCA(store timedStore) (*ca.CA, *ca.UpstreamDisk, error) {
 	c := s.c
 	var km ca.KeyManager
 	switch c.KeyManager.Kind {
@@ -258,7 +355,7 @@ func (s *Server) newCA(store *datastore.Store) (*ca.CA, error) {
 	default:
 		disk, err := ca.NewDiskKeyManager(c.KeyManager.KeysPath)
 		if err != nil {
-			return nil, fmt.Errorf("server: key manager: %w", err)
+			return nil, nil, fmt.Errorf("server: key manager: %w", err)
 		}
 		km = disk
 	}
@@ -266,7 +363,7 @@ func (s *Server) newCA(store *datastore.Store) (*ca.CA, error) {
 	if u := c.UpstreamAuthority; u != nil {
 		var err error
 		if up, err = ca.NewUpstreamDisk(u.CertFilePath, u.KeyFilePath, u.BundleFilePath); err != nil {
-			return nil, fmt.Errorf("server: %w", err)
+			return nil, nil, fmt.Errorf("server: %w", err)
 		}
 	}
 	serverCA, err := ca.New(ca.Config{
@@ -285,14 +382,14 @@ func (s *Server) newCA(store *datastore.Store) (*ca.CA, error) {
 		Logger:      s.log.With(slog.String("subsystem_name", "ca")),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("server: %w", err)
+		return nil, nil, fmt.Errorf("server: %w", err)
 	}
-	return serverCA, nil
+	return serverCA, up, nil
 }
 
 // services builds every API service: those served on every listener, and
 // those served on the admin socket only.
-func (s *Server) services(store *datastore.Store, serverCA *ca.CA, idx *index.Index, feed *index.Feed, nodes *nodeCache) (all, local []endpoints.Service, err error) {
+func (s *Server) services(store timedStore, serverCA countingCA, idx *index.Index, feed *index.Feed, nodes *nodeCache, metrics *telemetry.ServerMetrics) (all, local []endpoints.Service, err error) {
 	td := s.c.TrustDomain
 	entrySvc, err := entry.New(entry.Config{TrustDomain: td, Store: store, Changed: feed.Poke, Authorized: idx})
 	if err != nil {
@@ -316,7 +413,8 @@ func (s *Server) services(store *datastore.Store, serverCA *ca.CA, idx *index.In
 			nodes.invalidate(id)
 			idx.CloseAgent(id)
 			feed.Poke()
-		}})
+		},
+		Metrics: metrics})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -324,7 +422,7 @@ func (s *Server) services(store *datastore.Store, serverCA *ca.CA, idx *index.In
 	if err != nil {
 		return nil, nil, err
 	}
-	laSvc, err := localauthority.New(localauthority.Config{TrustDomain: td, CA: serverCA, Store: store})
+	laSvc, err := localauthority.New(localauthority.Config{TrustDomain: td, CA: serverCA.CA, Store: store})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -343,9 +441,26 @@ func (s *Server) services(store *datastore.Store, serverCA *ca.CA, idx *index.In
 	return all, local, nil
 }
 
+// k8sPSATConfig decodes the k8s_psat plugin_data as the CLI hands it over
+// (see serverConfig in internal/server/cli/run.go).
+func k8sPSATConfig(data map[string]any) nodeattest.K8sPSATConfig {
+	cfg := nodeattest.K8sPSATConfig{Clusters: map[string]nodeattest.K8sPSATCluster{}, Getenv: os.Getenv}
+	clusters, _ := data["clusters"].(map[string]map[string]any)
+	for name, c := range clusters {
+		var kc nodeattest.K8sPSATCluster
+		kc.ServiceAccountAllowList, _ = c["service_account_allow_list"].([]string)
+		kc.Audience, _ = c["audience"].([]string)
+		kc.KubeConfigFile, _ = c["kube_config_file"].(string)
+		kc.AllowedNodeLabelKeys, _ = c["allowed_node_label_keys"].([]string)
+		kc.AllowedPodLabelKeys, _ = c["allowed_pod_label_keys"].([]string)
+		cfg.Clusters[name] = kc
+	}
+	return cfg
+}
+
 // nodeAttestors builds the configured node attestors (join_token,
-// x509pop) from their plugin_data.
-func (s *Server) nodeAttestors(store *datastore.Store) (map[string]nodeattest.Attestor, error) {
+// x509pop, k8s_psat) from their plugin_data.
+func (s *Server) nodeAttestors(store timedStore) (map[string]nodeattest.Attestor, error) {
 	out := make(map[string]nodeattest.Attestor, len(s.c.NodeAttestors))
 	for name, data := range s.c.NodeAttestors {
 		switch name {
@@ -365,6 +480,12 @@ func (s *Server) nodeAttestors(store *datastore.Store) (map[string]nodeattest.At
 			}
 			p.Clock = s.c.Clock
 			out[name] = p
+		case "k8s_psat":
+			p, err := nodeattest.NewK8sPSAT(s.c.TrustDomain, k8sPSATConfig(data))
+			if err != nil {
+				return nil, fmt.Errorf("server: %w", err)
+			}
+			out[name] = p
 		default:
 			return nil, fmt.Errorf("server: unsupported node attestor %q", name)
 		}
@@ -373,7 +494,7 @@ func (s *Server) nodeAttestors(store *datastore.Store) (map[string]nodeattest.At
 }
 
 // facts are the lookups authorization needs for TCP callers.
-func (s *Server) facts(store *datastore.Store, nodes *nodeCache) authz.Facts {
+func (s *Server) facts(store timedStore, nodes *nodeCache) authz.Facts {
 	return authz.Facts{
 		AdminIDs: s.c.AdminIDs,
 		Entries: func(ctx context.Context, id spiffeid.ID) (authz.EntryFlags, error) {
@@ -394,7 +515,7 @@ func (s *Server) facts(store *datastore.Store, nodes *nodeCache) authz.Facts {
 
 // bundleRoots returns the X.509 authorities of a trust domain's bundle, as
 // stored: the server's own, or a federated one.
-func bundleRoots(store *datastore.Store) func(context.Context, spiffeid.TrustDomain) ([]*x509.Certificate, error) {
+func bundleRoots(store timedStore) func(context.Context, spiffeid.TrustDomain) ([]*x509.Certificate, error) {
 	return func(ctx context.Context, td spiffeid.TrustDomain) ([]*x509.Certificate, error) {
 		b, err := store.FetchBundle(ctx, td.IDString())
 		if err != nil {
@@ -409,23 +530,6 @@ func bundleRoots(store *datastore.Store) func(context.Context, spiffeid.TrustDom
 			roots = append(roots, cert)
 		}
 		return roots, nil
-	}
-}
-
-// healthCheck reports the server healthy when the datastore answers, the
-// server's own bundle exists and the CA has active authorities.
-func healthCheck(store *datastore.Store, serverCA *ca.CA, td spiffeid.TrustDomain) func(context.Context) error {
-	return func(ctx context.Context) error {
-		if err := store.Ping(ctx); err != nil {
-			return fmt.Errorf("datastore unreachable: %w", err)
-		}
-		if _, err := store.FetchBundle(ctx, td.IDString()); err != nil {
-			return fmt.Errorf("unable to fetch bundle: %w", err)
-		}
-		if serverCA.X509Authorities().Active == nil || serverCA.JWTAuthorities().Active == nil {
-			return errors.New("CA has no active authority")
-		}
-		return nil
 	}
 }
 

@@ -30,9 +30,15 @@ func benchFixture(b *testing.B) (*datastore.Store, entryv1.EntryClient) {
 }
 
 // BenchmarkBatchCreateEntry creates entries through the real gRPC API over
-// the admin socket on SQLite, in batches of 100 (the CLI's -data files).
+// the admin socket on SQLite, in batches of 100 and 1,000 (the sizes of
+// typical -data files).
 func BenchmarkBatchCreateEntry(b *testing.B) {
-	const batch = 100
+	for _, batch := range []int{100, 1000} {
+		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) { benchBatchCreate(b, batch) })
+	}
+}
+
+func benchBatchCreate(b *testing.B, batch int) {
 	_, client := benchFixture(b)
 	n := 0
 	b.ResetTimer()
