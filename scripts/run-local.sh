@@ -38,15 +38,19 @@ die() { printf 'run-local: %s\n' "$*" >&2; exit 1; }
 # --- processes --------------------------------------------------------------------------------
 PIDS=()
 NAMES=()
+# Each process gets its own session (setsid), so that Ctrl-C reaches only this script, which
+# then stops them in reverse order: the worker deregisters while the registry still runs.
+SETSID=()
+if command -v setsid >/dev/null; then SETSID=(setsid); fi
 start() { # start NAME CMD... : runs CMD in the background, output in .data/logs/NAME.log
   local name=$1
   shift
-  "$@" >"$LOGS/$name.log" 2>&1 &
+  "${SETSID[@]}" "$@" >"$LOGS/$name.log" 2>&1 &
   PIDS+=("$!")
   NAMES+=("$name")
 }
 stop_all() {
-  trap - EXIT INT TERM
+  trap - EXIT INT TERM HUP
   local i pid n
   for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
     pid=${PIDS[i]}
@@ -61,7 +65,7 @@ stop_all() {
   [ ${#PIDS[@]} -eq 0 ] || say "Stopped: ${NAMES[*]} (logs in .data/logs)."
 }
 trap 'stop_all' EXIT
-trap 'stop_all; exit 130' INT TERM
+trap 'stop_all; exit 130' INT TERM HUP
 
 # wait_until DESC CMD... : retries CMD for up to 30s.
 wait_until() {
