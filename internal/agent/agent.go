@@ -93,6 +93,9 @@ type Config struct {
 	// UnixAttestor configures the unix workload attestor; nil disables it
 	// (then no workload gets selectors and nothing matches).
 	UnixAttestor *workloadattest.UnixConfig
+	// K8sAttestor configures the k8s workload attestor; nil disables it. With
+	// both, a workload's selectors are the union of the two.
+	K8sAttestor *workloadattest.K8sConfig
 	// PollInterval is the sync period against a server without push.
 	// Zero: 5 s.
 	PollInterval time.Duration
@@ -185,10 +188,18 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, wrapErr(err)
 	}
-	var attestor workloadapi.Attestor = workloadapi.AttestorFunc(noSelectors)
+	var attestors []workloadapi.Attestor
 	if cfg.UnixAttestor != nil {
-		attestor = workloadattest.NewUnix(*cfg.UnixAttestor)
+		attestors = append(attestors, workloadattest.NewUnix(*cfg.UnixAttestor))
 	}
+	if cfg.K8sAttestor != nil {
+		k, err := workloadattest.NewK8s(*cfg.K8sAttestor)
+		if err != nil {
+			return nil, wrapErr(err)
+		}
+		attestors = append(attestors, k)
+	}
+	attestor := combineAttestors(attestors)
 	wl, err := workloadapi.New(workloadapi.Config{
 		SocketPath:              cfg.SocketPath,
 		SocketMode:              cfg.SocketMode,
@@ -213,6 +224,29 @@ func New(cfg Config) (*Agent, error) {
 }
 
 func noSelectors(context.Context, int32) ([]string, error) { return nil, nil }
+
+// combineAttestors runs every workload attestor and unions their selectors;
+// any attestor's error fails the attestation (nothing is issued on a partial
+// view of the caller).
+func combineAttestors(as []workloadapi.Attestor) workloadapi.Attestor {
+	switch len(as) {
+	case 0:
+		return workloadapi.AttestorFunc(noSelectors)
+	case 1:
+		return as[0]
+	}
+	return workloadapi.AttestorFunc(func(ctx context.Context, pid int32) ([]string, error) {
+		var out []string
+		for _, a := range as {
+			sels, err := a.Attest(ctx, pid)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, sels...)
+		}
+		return out, nil
+	})
+}
 
 // Run attests the node, or loads the SVID stored in data_dir, then serves
 // until ctx ends (nil) or a part fails (its error): the agent SVID renewal,

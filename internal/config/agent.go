@@ -155,6 +155,9 @@ type Agent struct {
 	// WorkloadAttestorUnix is the WorkloadAttestor "unix" plugin; nil when
 	// it is not declared.
 	WorkloadAttestorUnix *WorkloadAttestorUnix
+	// WorkloadAttestorK8s is the WorkloadAttestor "k8s" plugin; nil when it
+	// is not declared.
+	WorkloadAttestorK8s *WorkloadAttestorK8s
 
 	HealthChecks HealthChecks
 	Telemetry    Telemetry
@@ -200,6 +203,65 @@ type AgentX509PoP struct {
 type AgentKeyManager struct {
 	Kind      string // "disk" or "memory"
 	Directory string // disk: where keys.json is kept
+}
+
+// WorkloadAttestorK8s is the WorkloadAttestor "k8s" plugin_data, with
+// SPIRE's keys; zero values mean the attestor's defaults.
+type WorkloadAttestorK8s struct {
+	KubeletReadOnlyPort        int
+	KubeletSecurePort          int
+	MaxPollAttempts            int
+	PollRetryInterval          time.Duration
+	KubeletCAPath              string
+	SkipKubeletVerification    bool
+	TokenPath                  string
+	CertificatePath            string
+	PrivateKeyPath             string
+	UseAnonymousAuthentication bool
+	NodeName                   string
+	NodeNameEnv                string
+	ReloadInterval             time.Duration
+	DisableContainerSelectors  bool
+}
+
+func (c *checker) workloadAttestorK8s(p *plugin, out *Agent) {
+	var data struct {
+		KubeletReadOnlyPort        int    `hcl:"kubelet_read_only_port"`
+		KubeletSecurePort          int    `hcl:"kubelet_secure_port"`
+		MaxPollAttempts            int    `hcl:"max_poll_attempts"`
+		PollRetryInterval          string `hcl:"poll_retry_interval"`
+		KubeletCAPath              string `hcl:"kubelet_ca_path"`
+		SkipKubeletVerification    bool   `hcl:"skip_kubelet_verification"`
+		TokenPath                  string `hcl:"token_path"`
+		CertificatePath            string `hcl:"certificate_path"`
+		PrivateKeyPath             string `hcl:"private_key_path"`
+		UseAnonymousAuthentication bool   `hcl:"use_anonymous_authentication"`
+		NodeName                   string `hcl:"node_name"`
+		NodeNameEnv                string `hcl:"node_name_env"`
+		ReloadInterval             string `hcl:"reload_interval"`
+		DisableContainerSelectors  bool   `hcl:"disable_container_selectors"`
+	}
+	if !c.decodeData(p, &data) {
+		return
+	}
+	k := &WorkloadAttestorK8s{
+		KubeletReadOnlyPort: data.KubeletReadOnlyPort, KubeletSecurePort: data.KubeletSecurePort,
+		MaxPollAttempts: data.MaxPollAttempts, KubeletCAPath: data.KubeletCAPath,
+		SkipKubeletVerification: data.SkipKubeletVerification, TokenPath: data.TokenPath,
+		CertificatePath: data.CertificatePath, PrivateKeyPath: data.PrivateKeyPath,
+		UseAnonymousAuthentication: data.UseAnonymousAuthentication, NodeName: data.NodeName,
+		NodeNameEnv: data.NodeNameEnv, DisableContainerSelectors: data.DisableContainerSelectors,
+	}
+	if data.PollRetryInterval != "" {
+		k.PollRetryInterval = c.duration(p.path+".plugin_data.poll_retry_interval", "poll_retry_interval", data.PollRetryInterval)
+	}
+	if data.ReloadInterval != "" {
+		k.ReloadInterval = c.duration(p.path+".plugin_data.reload_interval", "reload_interval", data.ReloadInterval)
+	}
+	if k.KubeletReadOnlyPort != 0 && k.KubeletSecurePort != 0 {
+		c.add(p.path, "cannot use both the read-only and the secure port")
+	}
+	out.WorkloadAttestorK8s = k
 }
 
 // WorkloadAttestorUnix is the WorkloadAttestor "unix" plugin_data.
@@ -697,8 +759,12 @@ func (c *checker) agentPlugin(p *plugin, out *Agent) {
 		}
 		out.KeyManager = km
 	case "WorkloadAttestor":
+		if p.Name == "k8s" {
+			c.workloadAttestorK8s(p, out)
+			return
+		}
 		if p.Name != "unix" {
-			c.noBuiltIn(p, "unix")
+			c.noBuiltIn(p, "k8s", "unix")
 			return
 		}
 		var data struct {

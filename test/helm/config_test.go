@@ -45,12 +45,7 @@ func TestHelmRenderedConfigLoads(t *testing.T) {
 			if err == nil {
 				err = af.Validate()
 			}
-			switch {
-			case err != nil && strings.Contains(err.Error(), `no built-in plugin "k8s" for type "WorkloadAttestor"`):
-				// The k8s workload attestor exists (internal/agent/workloadattest)
-				// but the agent's configuration does not offer it yet.
-				t.Logf("rendered agent.conf waits for the k8s WorkloadAttestor registration: %v", err)
-			case err != nil:
+			if err != nil {
 				t.Fatalf("rendered agent.conf: %v", err)
 			}
 

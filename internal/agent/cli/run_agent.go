@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"os"
 	"strconv"
 
 	"github.com/neural-hive/hive-identity/internal/agent"
@@ -62,6 +63,25 @@ func agentConfig(a *loadedAgent) (agent.Config, error) {
 		cfg.UnixAttestor = &workloadattest.UnixConfig{
 			DiscoverWorkloadPath: c.WorkloadAttestorUnix.DiscoverWorkloadPath,
 			WorkloadSizeLimit:    c.WorkloadAttestorUnix.WorkloadSizeLimit,
+		}
+	}
+	if k := c.WorkloadAttestorK8s; k != nil {
+		cfg.K8sAttestor = &workloadattest.K8sConfig{
+			KubeletReadOnlyPort:        k.KubeletReadOnlyPort,
+			KubeletSecurePort:          k.KubeletSecurePort,
+			MaxPollAttempts:            k.MaxPollAttempts,
+			PollRetryInterval:          k.PollRetryInterval,
+			KubeletCAPath:              k.KubeletCAPath,
+			SkipKubeletVerification:    k.SkipKubeletVerification,
+			TokenPath:                  k.TokenPath,
+			CertificatePath:            k.CertificatePath,
+			PrivateKeyPath:             k.PrivateKeyPath,
+			UseAnonymousAuthentication: k.UseAnonymousAuthentication,
+			NodeName:                   k.NodeName,
+			NodeNameEnv:                k.NodeNameEnv,
+			Getenv:                     os.Getenv,
+			ReloadInterval:             k.ReloadInterval,
+			DisableContainerSelectors:  k.DisableContainerSelectors,
 		}
 	}
 	att, err := nodeAttestor(c)
