@@ -6,6 +6,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
@@ -40,6 +41,10 @@ type Config struct {
 
 	HealthChecks HealthChecksConfig
 	Telemetry    TelemetryConfig
+	// Registry receives the server's metrics. Nil: a new
+	// telemetry.NewRegistry(). It is served on the telemetry block's
+	// Prometheus listener when that is enabled.
+	Registry *prometheus.Registry
 
 	// Clock, when set, replaces time.Now (tests).
 	Clock func() time.Time
@@ -64,16 +69,20 @@ type UpstreamDiskConfig struct {
 	BundleFilePath string
 }
 
-// HealthChecksConfig is the health_checks block.
+// HealthChecksConfig is the health_checks block. With ListenerEnabled the
+// server serves LivePath and ReadyPath on BindAddress:BindPort; the checks
+// behind them also answer the gRPC health service on the admin socket.
 type HealthChecksConfig struct {
 	ListenerEnabled bool
 	BindAddress     string // default localhost
-	BindPort        int    // default 80
+	BindPort        int    // 0 picks a free port; the config package fills SPIRE's 80
 	LivePath        string // default /live
 	ReadyPath       string // default /ready
 }
 
-// TelemetryConfig is the telemetry block (Prometheus only).
+// TelemetryConfig is the telemetry block (Prometheus only). With
+// PrometheusEnabled the server serves its registry on
+// PrometheusHost:PrometheusPort (default host localhost; port 0 picks one).
 type TelemetryConfig struct {
 	PrometheusEnabled bool
 	PrometheusHost    string

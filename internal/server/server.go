@@ -135,7 +135,8 @@ func New(c Config) (*Server, error) {
 }
 
 // Ready is closed once the server serves its APIs: the datastore is open,
-// the CA has active authorities and the admin socket accepts calls.
+// the CA has active authorities, the admin socket accepts calls and the
+// health and Prometheus listeners (when enabled) are bound.
 func (s *Server) Ready() <-chan struct{} { return s.ready }
 
 // TCPAddr is the address the TCP endpoint listens on (useful with port 0).
@@ -324,12 +325,24 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error {
 		select {
 		case <-ep.Ready():
-			s.tcp = ep.TCPAddr()
-			close(serving)
-			close(s.ready)
-			s.log.Info("Server is ready")
 		case <-gctx.Done():
+			return nil
 		}
+		s.tcp = ep.TCPAddr()
+		close(serving)
+		waits := []<-chan struct{}{checker.Ready()}
+		if exporter != nil {
+			waits = append(waits, exporter.Ready())
+		}
+		for _, w := range waits {
+			select {
+			case <-w:
+			case <-gctx.Done():
+				return nil
+			}
+		}
+		close(s.ready)
+		s.log.Info("Server is ready")
 		return nil
 	})
 	err = g.Wait()

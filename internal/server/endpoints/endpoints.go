@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -58,6 +59,11 @@ type Config struct {
 	Facts authz.Facts
 	// Health reports whether the server can serve (nil: always).
 	Health func(ctx context.Context) error
+	// UnaryInterceptors and StreamInterceptors run first on every listener,
+	// before authentication, so they see every call with its final code,
+	// refusals included (telemetry.ServerMetrics counts calls here).
+	UnaryInterceptors  []grpc.UnaryServerInterceptor
+	StreamInterceptors []grpc.StreamServerInterceptor
 	// DisableRateLimits turns off the per-IP limits of attestation and
 	// signing on TCP (on by default, as in SPIRE).
 	DisableRateLimits bool
@@ -129,8 +135,8 @@ func (e *Endpoints) TCPAddr() net.Addr {
 
 func (e *Endpoints) newServer(local bool, opts ...grpc.ServerOption) *grpc.Server {
 	opts = append(opts,
-		grpc.ChainUnaryInterceptor(e.unaryInterceptor),
-		grpc.ChainStreamInterceptor(e.streamInterceptor),
+		grpc.ChainUnaryInterceptor(append(slices.Clone(e.c.UnaryInterceptors), e.unaryInterceptor)...),
+		grpc.ChainStreamInterceptor(append(slices.Clone(e.c.StreamInterceptors), e.streamInterceptor)...),
 	)
 	s := grpc.NewServer(opts...)
 	for _, svc := range e.c.Services {

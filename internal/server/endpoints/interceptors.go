@@ -19,6 +19,7 @@ import (
 
 	"github.com/neural-hive/hive-identity/internal/server/api"
 	"github.com/neural-hive/hive-identity/internal/server/authz"
+	"github.com/neural-hive/hive-identity/internal/telemetry"
 )
 
 // callerFromPeer builds the caller of a request from its connection: a unix
@@ -110,7 +111,9 @@ func deniedStatus(log *slog.Logger, err error) error {
 		log.Error("Failed to authorize caller", slog.String(api.KeyError, err.Error()))
 		return status.Error(codes.Internal, "failed to authorize caller")
 	}
-	log.Error("Failed to authenticate caller", slog.String(api.KeyError, d.Msg))
+	// Warn, with the caller (already on log) and the reason: the runbook
+	// finds refused callers with grep -i auth.
+	log.Warn("Failed to authenticate caller", slog.String(telemetry.Reason, d.Msg))
 	st := status.New(codes.PermissionDenied, d.Msg)
 	if reason, ok := deniedReason(d.Reason); ok {
 		if withDetails, err := st.WithDetails(&types.PermissionDeniedDetails{Reason: reason}); err == nil {

@@ -53,6 +53,15 @@ func (x *Index) Revision() int64 {
 	return x.revision
 }
 
+// EntryCount returns the number of registration entries in the index (node
+// aliases included), without copying them: the spire_server_entries gauge
+// reads it on every scrape.
+func (x *Index) EntryCount() int {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return len(x.entries)
+}
+
 // Load replaces the whole content (used at start): every entry, every agent's
 // node selectors, and the change-log sequence they reflect.
 func (x *Index) Load(entries []*datastore.Entry, nodeSelectors map[string][]datastore.Selector, revision int64) {

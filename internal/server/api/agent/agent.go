@@ -72,7 +72,22 @@ type Config struct {
 	AgentRemoved func(spiffeID string)
 	// Clock, when set, replaces time.Now for join token expiry.
 	Clock func() time.Time
+	// Metrics, when set, counts node attestations
+	// (*telemetry.ServerMetrics satisfies it).
+	Metrics Metrics
 }
+
+// Metrics counts node attestations by attestor and result.
+type Metrics interface {
+	// NodeAttestation counts one AttestAgent call: a success when err is
+	// nil. attestor is the attestation data type ("" when the request
+	// carried none).
+	NodeAttestation(attestor string, err error)
+}
+
+type noMetrics struct{}
+
+func (noMetrics) NodeAttestation(string, error) {}
 
 // Service serves the Agent API. It is safe for concurrent use.
 type Service struct {
@@ -87,6 +102,7 @@ type Service struct {
 	changed   func()
 	catchUp   func(context.Context) error
 	now       func() time.Time
+	metrics   Metrics
 }
 
 // New returns the Agent service.
@@ -106,8 +122,11 @@ func New(c Config) (*Service, error) {
 	if c.Changed == nil {
 		c.Changed = func() {}
 	}
+	if c.Metrics == nil {
+		c.Metrics = noMetrics{}
+	}
 	return &Service{td: c.TrustDomain, store: c.Store, ca: c.CA, attestors: c.NodeAttestors, agentTTL: c.AgentSVIDTTL,
-		removed: c.AgentRemoved, changed: c.Changed, catchUp: c.CatchUp, now: c.Clock}, nil
+		removed: c.AgentRemoved, changed: c.Changed, catchUp: c.CatchUp, now: c.Clock, metrics: c.Metrics}, nil
 }
 
 // Register registers the service on r.

@@ -18,6 +18,7 @@ import (
 	"github.com/neural-hive/hive-identity/internal/server/ca"
 	"github.com/neural-hive/hive-identity/internal/server/datastore"
 	"github.com/neural-hive/hive-identity/internal/server/nodeattest"
+	"github.com/neural-hive/hive-identity/internal/telemetry"
 )
 
 // AttestAgent attests a node with the attestor its payload names and
@@ -26,12 +27,18 @@ import (
 // the node selectors are stored and the attested-node record is created or
 // refreshed with the new serial number. Challenge rounds (x509pop) go over
 // the stream.
-func (s *Service) AttestAgent(stream agentv1.Agent_AttestAgentServer) error {
+//
+// Every call that reaches the attestor or fails before it is counted in
+// Metrics; a refused attestation is logged at warn ("Agent attestation
+// failed") with the caller's address, the attestor and the reason.
+func (s *Service) AttestAgent(stream agentv1.Agent_AttestAgentServer) (err error) {
 	ctx := stream.Context()
 	log := api.Logger(ctx)
 	if s.ca == nil {
 		return status.Error(codes.Unimplemented, "method AttestAgent not implemented")
 	}
+	var typ string
+	defer func() { s.metrics.NodeAttestation(typ, err) }()
 	req, err := stream.Recv()
 	if err != nil {
 		return api.MakeErr(log, codes.InvalidArgument, "failed to receive request from stream", err)
@@ -40,7 +47,7 @@ func (s *Service) AttestAgent(stream agentv1.Agent_AttestAgentServer) error {
 	if err := validateAttestParams(params); err != nil {
 		return api.MakeErr(log, codes.InvalidArgument, "malformed param", err)
 	}
-	typ := params.Data.Type
+	typ = params.Data.Type
 	log = log.With(slog.String("node_attestor_type", typ))
 	attestor, ok := s.attestors[typ]
 	if !ok {
@@ -65,7 +72,8 @@ func (s *Service) AttestAgent(stream agentv1.Agent_AttestAgentServer) error {
 			if r.Err != nil {
 				log = log.With(slog.String(api.KeyError, r.Err.Error()))
 			}
-			return api.MakeErr(log, code, r.Msg, nil)
+			log.Warn("Agent attestation failed", slog.String(telemetry.Reason, r.Msg))
+			return status.Error(code, r.Msg)
 		}
 		if _, isStatus := status.FromError(err); isStatus {
 			return err
@@ -91,7 +99,8 @@ func (s *Service) AttestAgent(stream agentv1.Agent_AttestAgentServer) error {
 	case err != nil:
 		return api.MakeErr(log, codes.Internal, "failed to fetch agent", err)
 	case node.CertSerialNumber == "":
-		return api.MakeErr(log, codes.PermissionDenied, "failed to attest: agent is banned", nil)
+		log.Warn("Agent attestation failed", slog.String(telemetry.Reason, "agent is banned"))
+		return status.Error(codes.PermissionDenied, "failed to attest: agent is banned")
 	}
 
 	chain, err := s.signAgent(ctx, log, agentID, params.Params.Csr)
