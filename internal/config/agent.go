@@ -222,6 +222,9 @@ type WorkloadAttestorK8s struct {
 	NodeNameEnv                string
 	ReloadInterval             time.Duration
 	DisableContainerSelectors  bool
+	// ProcDir is where /proc/<pid>/cgroup is read [proc_dir]. Extension:
+	// for tests (a process's cgroup file without a cluster); default /proc.
+	ProcDir string
 }
 
 func (c *checker) workloadAttestorK8s(p *plugin, out *Agent) {
@@ -240,6 +243,7 @@ func (c *checker) workloadAttestorK8s(p *plugin, out *Agent) {
 		NodeNameEnv                string `hcl:"node_name_env"`
 		ReloadInterval             string `hcl:"reload_interval"`
 		DisableContainerSelectors  bool   `hcl:"disable_container_selectors"`
+		ProcDir                    string `hcl:"proc_dir"`
 	}
 	if !c.decodeData(p, &data) {
 		return
@@ -251,6 +255,7 @@ func (c *checker) workloadAttestorK8s(p *plugin, out *Agent) {
 		CertificatePath: data.CertificatePath, PrivateKeyPath: data.PrivateKeyPath,
 		UseAnonymousAuthentication: data.UseAnonymousAuthentication, NodeName: data.NodeName,
 		NodeNameEnv: data.NodeNameEnv, DisableContainerSelectors: data.DisableContainerSelectors,
+		ProcDir: data.ProcDir,
 	}
 	if data.PollRetryInterval != "" {
 		k.PollRetryInterval = c.duration(p.path+".plugin_data.poll_retry_interval", "poll_retry_interval", data.PollRetryInterval)

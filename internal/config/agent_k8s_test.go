@@ -33,6 +33,12 @@ func TestAgentWorkloadAttestorK8s(t *testing.T) {
 					t.Fatal("skip_kubelet_verification lost")
 				}
 			}},
+		{name: "ok/proc_dir extension", data: `proc_dir = "/tmp/proc"`,
+			check: func(t *testing.T, k *WorkloadAttestorK8s) {
+				if k.ProcDir != "/tmp/proc" {
+					t.Fatalf("proc_dir: %q", k.ProcDir)
+				}
+			}},
 		{name: "fail/unknown key named", data: `kubelet_port = 1`, wantErr: `kubelet_port`},
 		{name: "fail/bad duration", data: `poll_retry_interval = "soon"`, wantErr: `could not parse poll_retry_interval "soon"`},
 		{name: "fail/both ports", data: "kubelet_read_only_port = 10255\n            kubelet_secure_port = 10250", wantErr: "both the read-only and the secure port"},

@@ -82,6 +82,7 @@ func agentConfig(a *loadedAgent) (agent.Config, error) {
 			Getenv:                     os.Getenv,
 			ReloadInterval:             k.ReloadInterval,
 			DisableContainerSelectors:  k.DisableContainerSelectors,
+			ProcDir:                    k.ProcDir,
 		}
 	}
 	att, err := nodeAttestor(c)
