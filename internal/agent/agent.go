@@ -20,8 +20,11 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
 
 	"github.com/neural-hive/hive-identity/internal/agent/cache"
 	"github.com/neural-hive/hive-identity/internal/agent/nodeattest"
@@ -29,6 +32,7 @@ import (
 	"github.com/neural-hive/hive-identity/internal/agent/sync"
 	"github.com/neural-hive/hive-identity/internal/agent/workloadapi"
 	"github.com/neural-hive/hive-identity/internal/agent/workloadattest"
+	"github.com/neural-hive/hive-identity/internal/health"
 	"github.com/neural-hive/hive-identity/internal/telemetry"
 )
 
@@ -57,6 +61,8 @@ const (
 //	WorkloadKeyType    workload_x509_svid_key_type
 //	JWTSVIDCacheSize   jwt_svid_cache_max_size
 //	AllowedForeignJWTClaims  allowed_foreign_jwt_claims
+//	Telemetry          telemetry { Prometheus { host port } }
+//	HealthChecks       health_checks
 //	Logger             the logger built from log_level/log_format/log_file
 type Config struct {
 	// TrustDomain is the agent's trust domain. Required.
@@ -112,8 +118,32 @@ type Config struct {
 	Logger *slog.Logger
 	// Rand jitters retry delays. Nil: seeded from the runtime.
 	Rand *rand.Rand
-	// Metrics receives counts (node attestation failures). Nil: none.
-	Metrics sync.Metrics
+	// Telemetry is the telemetry block: with PrometheusEnabled, Run serves
+	// Registry on PrometheusHost:PrometheusPort.
+	Telemetry TelemetryConfig
+	// HealthChecks is the health_checks block: with ListenerEnabled, Run
+	// serves LivePath and ReadyPath; the same check answers the gRPC health
+	// service on the Workload API socket (`spire-agent healthcheck`).
+	HealthChecks HealthChecksConfig
+	// Registry receives the agent's metrics (telemetry.AgentMetrics). Nil:
+	// a new telemetry.NewRegistry().
+	Registry *prometheus.Registry
+}
+
+// TelemetryConfig is the telemetry block (Prometheus only).
+type TelemetryConfig struct {
+	PrometheusEnabled bool
+	PrometheusHost    string // default localhost
+	PrometheusPort    int    // 0 picks a free port
+}
+
+// HealthChecksConfig is the health_checks block.
+type HealthChecksConfig struct {
+	ListenerEnabled bool
+	BindAddress     string // default localhost
+	BindPort        int    // 0 picks a free port; the config package fills SPIRE's 80
+	LivePath        string // default /live
+	ReadyPath       string // default /ready
 }
 
 // Agent is a configured agent. Run it once.
@@ -123,6 +153,8 @@ type Agent struct {
 	client   *sync.Client
 	cache    *cache.Cache
 	workload *workloadapi.Server
+	checker  *health.Checker
+	exporter *telemetry.Exporter // nil without a Prometheus block
 	synced   chan struct{}
 }
 
@@ -163,6 +195,39 @@ func New(cfg Config) (*Agent, error) {
 	default:
 		return nil, wrapErr(fmt.Errorf("unknown key manager %q", cfg.KeyManager))
 	}
+	a := &Agent{cfg: cfg, log: cfg.Logger, synced: make(chan struct{})}
+	reg := cfg.Registry
+	if reg == nil {
+		reg = telemetry.NewRegistry()
+	}
+	metrics, err := telemetry.NewAgentMetrics(reg, telemetry.AgentSources{
+		SVIDs:                 a.heldSVIDs,
+		CacheEntries:          func() int { return a.cache.EntryCount() },
+		CacheSVIDs:            func() int { return len(a.cache.X509SVIDValidity()) },
+		BundleX509Authorities: func() int { return len(a.bundle().X509Authorities()) },
+		BundleJWTAuthorities:  func() int { return len(a.bundle().JWTAuthorities()) },
+	})
+	if err != nil {
+		return nil, wrapErr(err)
+	}
+	if cfg.Telemetry.PrometheusEnabled {
+		if a.exporter, err = telemetry.New(telemetry.Config{
+			Host: cfg.Telemetry.PrometheusHost, Port: cfg.Telemetry.PrometheusPort, Gatherer: reg, Logger: cfg.Logger,
+		}); err != nil {
+			return nil, wrapErr(err)
+		}
+	}
+	if a.checker, err = health.New(health.Config{
+		ListenerEnabled: cfg.HealthChecks.ListenerEnabled,
+		BindAddress:     cfg.HealthChecks.BindAddress,
+		BindPort:        cfg.HealthChecks.BindPort,
+		LivePath:        cfg.HealthChecks.LivePath,
+		ReadyPath:       cfg.HealthChecks.ReadyPath,
+		Checks:          []health.Check{{Name: "agent", ErrorKey: "make_new_x509_err", Ready: a.checkReady, Live: a.checkLive}},
+		Logger:          cfg.Logger,
+	}); err != nil {
+		return nil, wrapErr(err)
+	}
 	client, err := sync.NewClient(sync.ClientConfig{
 		ServerAddress:     cfg.ServerAddress,
 		TrustDomain:       cfg.TrustDomain,
@@ -174,7 +239,7 @@ func New(cfg Config) (*Agent, error) {
 		KeyManager:        km,
 		Logger:            cfg.Logger.With(telemetry.SubsystemName, "client"),
 		Rand:              cfg.Rand,
-		Metrics:           cfg.Metrics,
+		Metrics:           metrics,
 	})
 	if err != nil {
 		return nil, wrapErr(err)
@@ -189,10 +254,15 @@ func New(cfg Config) (*Agent, error) {
 		return nil, wrapErr(err)
 	}
 	var attestors []workloadapi.Attestor
+	// attestorName labels workload attestation failures: k8s when it runs
+	// (its selectors are the ones that tell pods apart), else unix.
+	attestorName := telemetry.Other
 	if cfg.UnixAttestor != nil {
 		attestors = append(attestors, workloadattest.NewUnix(*cfg.UnixAttestor))
+		attestorName = "unix"
 	}
 	if cfg.K8sAttestor != nil {
+		attestorName = "k8s"
 		k, err := workloadattest.NewK8s(*cfg.K8sAttestor)
 		if err != nil {
 			return nil, wrapErr(err)
@@ -208,19 +278,77 @@ func New(cfg Config) (*Agent, error) {
 		AllowedForeignJWTClaims: cfg.AllowedForeignJWTClaims,
 		Cache:                   c,
 		Attestor:                attestor,
+		AttestorName:            attestorName,
+		Metrics:                 metrics,
+		UnaryInterceptors:       []grpc.UnaryServerInterceptor{metrics.UnaryServerInterceptor()},
+		StreamInterceptors:      []grpc.StreamServerInterceptor{metrics.StreamServerInterceptor()},
+		Health:                  a.checkReady,
 		Logger:                  cfg.Logger.With(telemetry.SubsystemName, "endpoints"),
 	})
 	if err != nil {
 		return nil, wrapErr(err)
 	}
-	return &Agent{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		client:   client,
-		cache:    c,
-		workload: wl,
-		synced:   make(chan struct{}),
-	}, nil
+	a.client, a.cache, a.workload = client, c, wl
+	return a, nil
+}
+
+// bundle returns the bundle of the agent's trust domain; an empty one
+// before the first sync.
+func (a *Agent) bundle() *spiffebundle.Bundle {
+	if b := a.cache.Bundle(a.cfg.TrustDomain); b != nil {
+		return b
+	}
+	return spiffebundle.New(a.cfg.TrustDomain)
+}
+
+// heldSVIDs are the X509-SVIDs the agent holds, for the
+// spiffe_x509_svid_* gauges: the workload SVIDs of the cache and the
+// agent's own SVID (its ID, spiffe://<td>/spire/agent/..., is never a
+// workload's, so each spiffe_id still names one identity).
+func (a *Agent) heldSVIDs() []telemetry.SVID {
+	held := a.cache.X509SVIDValidity()
+	out := make([]telemetry.SVID, 0, len(held)+1)
+	for _, v := range held {
+		out = append(out, telemetry.SVID{SPIFFEID: v.ID.String(), NotBefore: v.NotBefore, NotAfter: v.NotAfter})
+	}
+	if own := a.client.SVID(); own != nil && len(own.Certificates) > 0 {
+		leaf := own.Certificates[0]
+		out = append(out, telemetry.SVID{SPIFFEID: own.ID.String(), NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter})
+	}
+	return out
+}
+
+// checkReady is the agent's health, as SPIRE's "agent" subsystem: ready
+// when the Workload API serves, the agent holds a valid SVID and the trust
+// bundle. It answers ready_path and the gRPC health service.
+func (a *Agent) checkReady(context.Context) error {
+	select {
+	case <-a.workload.Ready():
+	default:
+		return errors.New("workload api is unavailable")
+	}
+	own := a.client.SVID()
+	if own == nil || len(own.Certificates) == 0 {
+		return errors.New("agent has no SVID")
+	}
+	if now := time.Now(); !now.Before(own.Certificates[0].NotAfter) {
+		return fmt.Errorf("agent SVID expired at %s", own.Certificates[0].NotAfter.UTC().Format(time.RFC3339))
+	}
+	if a.cache.Bundle(a.cfg.TrustDomain) == nil {
+		return errors.New("trust bundle is not available")
+	}
+	return nil
+}
+
+// checkLive is live_path: alive while starting (attesting the node), then
+// the same as ready, as SPIRE's agent.
+func (a *Agent) checkLive(ctx context.Context) error {
+	select {
+	case <-a.workload.Ready():
+		return a.checkReady(ctx)
+	default:
+		return nil
+	}
 }
 
 func noSelectors(context.Context, int32) ([]string, error) { return nil, nil }
@@ -251,16 +379,35 @@ func combineAttestors(as []workloadapi.Attestor) workloadapi.Attestor {
 // Run attests the node, or loads the SVID stored in data_dir, then serves
 // until ctx ends (nil) or a part fails (its error): the agent SVID renewal,
 // the sync loop and the Workload API run together and the first error
-// stops all. A server refusing the agent ends Run with an error wrapping
+// stops all. The health and Prometheus listeners (when enabled) serve from
+// the start, so node attestation failures show before the agent runs. A
+// server refusing the agent ends Run with an error wrapping
 // sync.ErrAgentRefused. Run blocks; it closes the connection to the server
 // and removes the socket before returning.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.client.Close()
+	g, gctx := errgroup.WithContext(ctx)
+	if a.exporter != nil {
+		g.Go(func() error { return a.exporter.Run(gctx) })
+	}
+	g.Go(func() error { return a.checker.Run(gctx) })
+	g.Go(func() error { return a.run(gctx) })
+	if err := g.Wait(); err != nil {
+		a.log.Error("Agent stopped", telemetry.Error, err)
+		return wrapErr(err)
+	}
+	a.log.Info("Agent stopped")
+	return nil
+}
+
+// run is the agent proper: attestation, then renewal, sync and the
+// Workload API. It returns nil when ctx ends.
+func (a *Agent) run(ctx context.Context) error {
 	if err := a.client.Init(ctx); err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
-		return wrapErr(err)
+		return err
 	}
 	syncer, err := sync.NewSyncer(sync.SyncerConfig{
 		Client:          a.client,
@@ -272,7 +419,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		WorkloadKeyType: a.cfg.WorkloadKeyType,
 	})
 	if err != nil {
-		return wrapErr(err)
+		return err
 	}
 	a.log.Info("Starting agent", telemetry.SPIFFEID, a.client.ID().String(), telemetry.Address, a.cfg.ServerAddress)
 
@@ -288,12 +435,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		return nil
 	})
-	if err := g.Wait(); err != nil {
-		a.log.Error("Agent stopped", telemetry.Error, err)
-		return wrapErr(err)
-	}
-	a.log.Info("Agent stopped")
-	return nil
+	return g.Wait()
 }
 
 // Ready is closed once the Workload API accepts connections (after the

@@ -6,12 +6,17 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -203,6 +208,8 @@ func TestAgentRefusedToken(t *testing.T) {
 	srv := servertest.New(t, td, servertest.Options{})
 	cfg := baseConfig(t, srv, t.TempDir(), filepath.Join(socketDir(t), "agent.sock"))
 	cfg.NodeAttestor = nodeattest.NewJoinToken("never-issued")
+	reg := prometheus.NewRegistry()
+	cfg.Registry = reg
 	r := startAgent(t, cfg)
 	select {
 	case err := <-r.done:
@@ -212,6 +219,100 @@ func TestAgentRefusedToken(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("agent with a bad token kept running")
 	}
+	// One refused attestation, counted once with its attestor and reason.
+	if got := sampleValue(t, reg, "spire_agent_attestation_errors_total",
+		map[string]string{"type": "node", "attestor": "join_token", "reason": "rejected"}); got != 1 {
+		t.Fatalf("node attestation errors = %v, want 1", got)
+	}
+}
+
+// TestAgentTelemetryAndHealth: the agent's metrics cover the SVIDs it
+// holds (workloads' and its own), the cache, the bundle and the sync; its
+// health listener answers SPIRE's "agent" subsystem.
+func TestAgentTelemetryAndHealth(t *testing.T) {
+	srv := servertest.New(t, td, servertest.Options{})
+	srv.AddJoinToken("tok")
+	uid := fmt.Sprintf("unix:uid:%d", os.Getuid())
+	srv.SetEntries(servertest.Entry("e1", td, "/workload", uid))
+	sock := filepath.Join(socketDir(t), "agent.sock")
+	cfg := baseConfig(t, srv, t.TempDir(), sock)
+	cfg.NodeAttestor = nodeattest.NewJoinToken("tok")
+	reg := prometheus.NewRegistry()
+	cfg.Registry = reg
+	healthPort := freePort(t)
+	cfg.HealthChecks = agent.HealthChecksConfig{ListenerEnabled: true, BindAddress: "127.0.0.1", BindPort: healthPort}
+	r := startAgent(t, cfg)
+	r.waitReady(t)
+	fetchX509(t, sock)
+
+	for _, tt := range []struct {
+		name   string
+		labels map[string]string
+	}{
+		{"spiffe_x509_svid_expiration_seconds", map[string]string{"spiffe_id": "spiffe://example.org/workload"}},
+		{"spiffe_x509_svid_ttl_seconds", map[string]string{"spiffe_id": "spiffe://example.org/workload"}},
+		{"spiffe_x509_svid_expiry_timestamp_seconds", map[string]string{"spiffe_id": "spiffe://example.org/spire/agent/join_token/tok"}},
+		{"spire_agent_svid_expiry_timestamp_seconds", nil},
+		{"spire_agent_cache_entries", nil},
+		{"spire_agent_cache_svids", nil},
+		{"spire_agent_bundle_x509_authorities", nil},
+		{"spire_agent_sync_revision", nil},
+	} {
+		if v := sampleValue(t, reg, tt.name, tt.labels); v <= 0 {
+			t.Errorf("%s%v = %v, want > 0", tt.name, tt.labels, v)
+		}
+	}
+	resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(healthPort) + "/ready")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(body) != `{"agent":{}}`+"\n" {
+		t.Fatalf("/ready: %d %q", resp.StatusCode, body)
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// sampleValue returns the value of the first sample of family name whose
+// labels include want; 0 when there is none.
+func sampleValue(t *testing.T, g prometheus.Gatherer, name string, want map[string]string) float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			got := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				got[lp.GetName()] = lp.GetValue()
+			}
+			for k, v := range want {
+				if got[k] != v {
+					continue next
+				}
+			}
+			if m.Counter != nil {
+				return m.GetCounter().GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	return 0
 }
 
 func TestNewValidation(t *testing.T) {

@@ -272,6 +272,35 @@ func (c *Cache) Entries() []*Entry {
 	return out
 }
 
+// EntryCount returns the number of authorized entries in the cache.
+func (c *Cache) EntryCount() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.records)
+}
+
+// Validity is the SPIFFE ID and validity period of one cached X509-SVID.
+type Validity struct {
+	ID                  spiffeid.ID
+	NotBefore, NotAfter time.Time
+}
+
+// X509SVIDValidity returns the SPIFFE ID and validity period of every
+// X509-SVID the cache serves (one per entry holding a usable SVID), in no
+// particular order. It copies no key or certificate: the agent's metrics
+// read it on every scrape.
+func (c *Cache) X509SVIDValidity() []Validity {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := make([]Validity, 0, len(c.records))
+	for _, r := range c.records {
+		if r.usable() {
+			out = append(out, Validity{ID: r.svid.ID, NotBefore: r.svid.NotBefore, NotAfter: r.svid.NotAfter})
+		}
+	}
+	return out
+}
+
 // MatchingEntries returns the entries whose selectors are all among
 // selectors, ordered by entry ID, whether or not they have an X509-SVID
 // (JWT-SVIDs are signed per request).

@@ -478,3 +478,25 @@ func TestConcurrentUse(t *testing.T) {
 	close(done)
 	wg.Wait()
 }
+
+func TestCountsAndValidity(t *testing.T) {
+	ca := cachetest.NewCA(t, td)
+	c := newCache(t, cache.Config{})
+	a := cachetest.Entry("a", "spiffe://neural-hive.local/a", "unix:uid:1")
+	b := cachetest.Entry("b", "spiffe://neural-hive.local/b", "unix:uid:1")
+	c.SetEntries([]*cache.Entry{a, b})
+	if n, v := c.EntryCount(), c.X509SVIDValidity(); n != 2 || len(v) != 0 {
+		t.Fatalf("without SVIDs: %d entries, %v", n, v)
+	}
+	nb, na := time.Now().Add(-time.Minute).Truncate(time.Second), time.Now().Add(time.Hour).Truncate(time.Second)
+	c.SetSVIDs(map[string]*cache.X509SVID{"a": ca.X509SVID(t, a.SPIFFEID, nb, na)})
+	got := c.X509SVIDValidity()
+	if len(got) != 1 || got[0].ID != a.SPIFFEID || !got[0].NotBefore.Equal(nb) || !got[0].NotAfter.Equal(na) {
+		t.Fatalf("validity = %+v", got)
+	}
+	// An SVID that is not served (another SPIFFE ID) is not reported.
+	c.SetSVIDs(map[string]*cache.X509SVID{"b": ca.X509SVID(t, spiffeid.RequireFromString("spiffe://neural-hive.local/old"), nb, na)})
+	if got := c.X509SVIDValidity(); len(got) != 1 {
+		t.Fatalf("validity with an unusable SVID = %+v", got)
+	}
+}

@@ -48,6 +48,18 @@ func agentConfig(a *loadedAgent) (agent.Config, error) {
 		AllowedForeignJWTClaims: c.AllowedForeignJWTClaims,
 		Logger:                  a.logger,
 		Rand:                    rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+		Telemetry: agent.TelemetryConfig{
+			PrometheusEnabled: c.Telemetry.PrometheusEnabled,
+			PrometheusHost:    c.Telemetry.PrometheusHost,
+			PrometheusPort:    c.Telemetry.PrometheusPort,
+		},
+		HealthChecks: agent.HealthChecksConfig{
+			ListenerEnabled: c.HealthChecks.ListenerEnabled,
+			BindAddress:     c.HealthChecks.BindAddress,
+			BindPort:        c.HealthChecks.BindPort,
+			LivePath:        c.HealthChecks.LivePath,
+			ReadyPath:       c.HealthChecks.ReadyPath,
+		},
 	}
 	if c.TrustBundleURL != "" && c.TrustBundlePath == "" && !c.InsecureBootstrap {
 		return cfg, errors.New("trust_bundle_url is not supported by this agent: use trust_bundle_path or insecure_bootstrap")

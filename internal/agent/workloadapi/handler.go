@@ -24,6 +24,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/neural-hive/hive-identity/internal/agent/cache"
+	"github.com/neural-hive/hive-identity/internal/telemetry"
 )
 
 const (
@@ -68,32 +69,46 @@ func (s *Server) streamInterceptor(srv any, ss grpc.ServerStream, info *grpc.Str
 	return handler(srv, ss)
 }
 
+// callLogger returns the logger of one call, with the method and the
+// caller's PID and uid.
 func (s *Server) callLogger(ctx context.Context, method string) *slog.Logger {
 	log := s.log.With("method", method)
 	if pi, ok := peerFromContext(ctx); ok {
-		log = log.With("pid", pi.caller.PID)
+		log = log.With("pid", pi.caller.PID, telemetry.CallerUID, pi.caller.UID)
 	}
 	return log
 }
 
 // attest returns the selectors of the caller, after checking that the
-// process attested is still the one that connected (PID reuse, T6).
+// process attested is still the one that connected (PID reuse, T6). A
+// caller that cannot be attested is logged at warn and counted.
 func (s *Server) attest(ctx context.Context, log *slog.Logger) ([]string, error) {
 	pi, ok := peerFromContext(ctx)
 	if !ok {
 		log.Error("Peer tracker watcher missing from context")
+		s.cfg.Metrics.WorkloadAttestationFailed(s.cfg.AttestorName, telemetry.ReasonPeer)
 		return nil, status.Error(codes.Internal, "peer tracker watcher missing from context")
 	}
 	selectors, err := s.cfg.Attestor.Attest(ctx, pi.caller.PID)
 	if err != nil {
-		log.Error("Workload attestation failed", "error", err)
+		log.Warn("Workload attestation failed", telemetry.Reason, telemetry.ReasonLocal, "error", err)
+		s.cfg.Metrics.WorkloadAttestationFailed(s.cfg.AttestorName, telemetry.ReasonLocal)
 		return nil, status.Error(codes.Internal, "workload attestation failed")
 	}
 	if err := pi.watcher.IsAlive(); err != nil {
-		log.Warn("Caller changed during attestation", "error", err)
+		log.Warn("Workload attestation failed: caller changed during attestation", telemetry.Reason, telemetry.ReasonPeer, "error", err)
+		s.cfg.Metrics.WorkloadAttestationFailed(s.cfg.AttestorName, telemetry.ReasonPeer)
 		return nil, status.Errorf(codes.Unauthenticated, "could not verify existence of the original caller: %v", err)
 	}
 	return selectors, nil
+}
+
+// noIdentity logs and counts a caller that was attested but matches no
+// entry, and returns SPIRE's PermissionDenied "no identity issued".
+func (s *Server) noIdentity(log *slog.Logger) error {
+	log.Warn("Workload attestation failed: no identity issued", telemetry.Reason, telemetry.ReasonNoIdentity)
+	s.cfg.Metrics.WorkloadAttestationFailed(s.cfg.AttestorName, telemetry.ReasonNoIdentity)
+	return errNoIdentity
 }
 
 // workloadService implements the SpiffeWorkloadAPI service. WIT-SVID RPCs
@@ -121,8 +136,7 @@ func (w *workloadService) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc
 			u := sub.Latest()
 			ids := uniqueHints(u.Identities, log)
 			if len(ids) == 0 {
-				log.Error("No identity issued")
-				return errNoIdentity
+				return w.s.noIdentity(log)
 			}
 			resp, err := x509SVIDResponse(u, ids)
 			if err != nil {
@@ -156,8 +170,7 @@ func (w *workloadService) FetchX509Bundles(_ *workload.X509BundlesRequest, strea
 		case <-sub.Updates():
 			u := sub.Latest()
 			if !u.HasIdentity() {
-				log.Error("No identity issued")
-				return errNoIdentity
+				return w.s.noIdentity(log)
 			}
 			if u.Bundle == nil {
 				return status.Error(codes.Unavailable, "could not serialize response: bundle not available")
@@ -210,8 +223,7 @@ func (w *workloadService) FetchJWTSVID(ctx context.Context, req *workload.JWTSVI
 		resp.Svids = append(resp.Svids, &workload.JWTSVID{SpiffeId: e.SPIFFEID.String(), Svid: svid.Token, Hint: e.Hint})
 	}
 	if len(resp.Svids) == 0 {
-		log.Error("No identity issued")
-		return nil, errNoIdentity
+		return nil, w.s.noIdentity(log)
 	}
 	return resp, nil
 }
@@ -233,8 +245,7 @@ func (w *workloadService) FetchJWTBundles(_ *workload.JWTBundlesRequest, stream 
 		case <-sub.Updates():
 			u := sub.Latest()
 			if !u.HasIdentity() {
-				log.Error("No identity issued")
-				return errNoIdentity
+				return w.s.noIdentity(log)
 			}
 			if u.Bundle == nil {
 				return status.Error(codes.Unavailable, "could not serialize response: bundle not available")
@@ -442,14 +453,19 @@ func duplicateHints(entries []*cache.Entry, log *slog.Logger) map[*cache.Entry]s
 type healthService struct {
 	grpc_health_v1.UnimplementedHealthServer
 	cache Cache
+	check func(context.Context) error // nil: the bundle is enough
 }
 
-func (h *healthService) Check(_ context.Context, req *grpc_health_v1.HealthCheckRequest) (*grpc_health_v1.HealthCheckResponse, error) {
+func (h *healthService) Check(ctx context.Context, req *grpc_health_v1.HealthCheckRequest) (*grpc_health_v1.HealthCheckResponse, error) {
 	if req.Service != "" {
 		return nil, status.Error(codes.InvalidArgument, "per-service health is not supported")
 	}
+	ok := h.cache.Snapshot(nil).Bundle != nil
+	if h.check != nil {
+		ok = h.check(ctx) == nil
+	}
 	st := grpc_health_v1.HealthCheckResponse_NOT_SERVING
-	if h.cache.Snapshot(nil).Bundle != nil {
+	if ok {
 		st = grpc_health_v1.HealthCheckResponse_SERVING
 	}
 	return &grpc_health_v1.HealthCheckResponse{Status: st}, nil

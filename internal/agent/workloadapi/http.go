@@ -48,8 +48,13 @@ func (s *Server) httpHandler() http.Handler {
 	return mux
 }
 
+// httpMethod is the method label of the HTTP/1.1 endpoint in
+// spire_agent_workload_api_calls_total.
+const httpMethod = "x509svid_http"
+
 func (s *Server) serveX509SVIDs(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		s.cfg.Metrics.WorkloadAPICall(httpMethod, codes.InvalidArgument.String())
 		w.Header().Set("Allow", "GET, HEAD")
 		writeJSON(w, http.StatusMethodNotAllowed, httpError{Error: "method not allowed"})
 		return
@@ -58,6 +63,7 @@ func (s *Server) serveX509SVIDs(w http.ResponseWriter, r *http.Request) {
 	log := s.callLogger(ctx, "GET "+X509SVIDPath)
 	selectors, err := s.attest(ctx, log)
 	if err != nil {
+		s.cfg.Metrics.WorkloadAPICall(httpMethod, status.Code(err).String())
 		code := http.StatusInternalServerError
 		if status.Code(err) == codes.Unauthenticated {
 			code = http.StatusUnauthorized
@@ -68,10 +74,12 @@ func (s *Server) serveX509SVIDs(w http.ResponseWriter, r *http.Request) {
 	u := s.cfg.Cache.Snapshot(selectors)
 	ids := uniqueHints(u.Identities, log)
 	if len(ids) == 0 {
-		log.Error("No identity issued")
-		writeJSON(w, http.StatusForbidden, httpError{Error: "no identity issued"})
+		err := s.noIdentity(log)
+		s.cfg.Metrics.WorkloadAPICall(httpMethod, status.Code(err).String())
+		writeJSON(w, http.StatusForbidden, httpError{Error: status.Convert(err).Message()})
 		return
 	}
+	s.cfg.Metrics.WorkloadAPICall(httpMethod, codes.OK.String())
 	out := httpSVIDs{SVIDs: make([]httpSVID, 0, len(ids))}
 	for _, id := range ids {
 		var chain bytes.Buffer

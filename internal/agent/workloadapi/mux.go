@@ -24,6 +24,7 @@ type mux struct {
 	l       *net.UnixListener
 	procDir string
 	log     *slog.Logger
+	metrics Metrics // counts every accepted connection opened and closed once
 	grpc    *connQueue
 	http    *connQueue
 
@@ -35,11 +36,12 @@ type mux struct {
 	pending map[net.Conn]struct{} // accepted, not yet handed off
 }
 
-func newMux(l *net.UnixListener, procDir string, log *slog.Logger) *mux {
+func newMux(l *net.UnixListener, procDir string, log *slog.Logger, metrics Metrics) *mux {
 	m := &mux{
 		l:       l,
 		procDir: procDir,
 		log:     log,
+		metrics: metrics,
 		done:    make(chan struct{}),
 		pending: make(map[net.Conn]struct{}),
 	}
@@ -77,6 +79,7 @@ func (m *mux) serve() error {
 			conn.Close()
 			return nil
 		}
+		m.metrics.WorkloadAPIConnOpened()
 		m.wg.Go(func() { m.handle(conn) })
 	}
 }
@@ -108,15 +111,17 @@ func (m *mux) handle(conn *net.UnixConn) {
 	if err != nil {
 		m.log.Warn("Connection failed during accept", "error", err)
 		conn.Close()
+		m.metrics.WorkloadAPIConnClosed()
 		return
 	}
 	w, err := newProcWatcher(m.procDir, who)
 	if err != nil {
 		m.log.Warn("Connection failed during accept", "pid", who.PID, "error", err)
 		conn.Close()
+		m.metrics.WorkloadAPIConnClosed()
 		return
 	}
-	pc := &peerConn{Conn: conn, caller: who, watcher: w}
+	pc := &peerConn{Conn: conn, caller: who, watcher: w, onClose: m.metrics.WorkloadAPIConnClosed}
 
 	_ = conn.SetReadDeadline(time.Now().Add(sniffTimeout))
 	isH2, sniffed, err := sniff(conn)

@@ -152,6 +152,7 @@ type peerConn struct {
 	caller  caller
 	watcher *procWatcher
 	sniffed []byte
+	onClose func() // called once, by the first Close
 
 	closeOnce sync.Once
 	closeErr  error
@@ -171,6 +172,9 @@ func (c *peerConn) Close() error {
 	c.closeOnce.Do(func() {
 		c.watcher.Close()
 		c.closeErr = c.Conn.Close()
+		if c.onClose != nil {
+			c.onClose()
+		}
 	})
 	return c.closeErr
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/neural-hive/hive-identity/internal/agent/cache"
+	"github.com/neural-hive/hive-identity/internal/telemetry"
 )
 
 // Defaults of Config.
@@ -41,6 +43,27 @@ type Cache interface {
 	MatchingEntries(selectors []string) []*cache.Entry
 	FetchJWTSVID(ctx context.Context, entry *cache.Entry, audience []string) (*cache.JWTSVID, error)
 }
+
+// Metrics counts what the Workload API sees (*telemetry.AgentMetrics).
+type Metrics interface {
+	// WorkloadAttestationFailed counts a caller refused for lack of an
+	// identity or because it could not be attested; reason is a
+	// telemetry Reason constant.
+	WorkloadAttestationFailed(attestor, reason string)
+	// WorkloadAPIConnOpened and WorkloadAPIConnClosed count the
+	// connections accepted on the socket, each closed once.
+	WorkloadAPIConnOpened()
+	WorkloadAPIConnClosed()
+	// WorkloadAPICall counts an HTTP/1.1 call by method and gRPC code name.
+	WorkloadAPICall(method, code string)
+}
+
+type noMetrics struct{}
+
+func (noMetrics) WorkloadAttestationFailed(string, string) {}
+func (noMetrics) WorkloadAPIConnOpened()                   {}
+func (noMetrics) WorkloadAPIConnClosed()                   {}
+func (noMetrics) WorkloadAPICall(string, string)           {}
 
 // Attestor returns the selectors of a process (the workload attestors,
 // e.g. *workloadattest.Unix, or several of them combined).
@@ -87,6 +110,21 @@ type Config struct {
 	ProcDir string
 	// Clock is the time used to validate JWT-SVIDs. Nil: time.Now.
 	Clock func() time.Time
+	// AttestorName labels workload attestation failures in Metrics ("unix").
+	// Empty: telemetry.Other.
+	AttestorName string
+	// Metrics counts connections, refused callers and HTTP/1.1 calls
+	// (*telemetry.AgentMetrics satisfies it). Nil: none.
+	Metrics Metrics
+	// UnaryInterceptors and StreamInterceptors run first on every gRPC call,
+	// before the security header check, so they see every call with its
+	// final code (telemetry.AgentMetrics counts calls there).
+	UnaryInterceptors  []grpc.UnaryServerInterceptor
+	StreamInterceptors []grpc.StreamServerInterceptor
+	// Health reports whether the agent can serve workloads; the gRPC health
+	// service (`spire-agent healthcheck`) answers SERVING when it returns
+	// nil. Nil: SERVING once the cache holds the trust domain's bundle.
+	Health func(ctx context.Context) error
 	// Logger receives the server's logs. Nil: discarded.
 	Logger *slog.Logger
 }
@@ -127,6 +165,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = noMetrics{}
+	}
+	if cfg.AttestorName == "" {
+		cfg.AttestorName = telemetry.Other
+	}
 	s := &Server{
 		cfg:     cfg,
 		log:     cfg.Logger,
@@ -159,16 +203,16 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	m := newMux(l, s.cfg.ProcDir, s.log)
+	m := newMux(l, s.cfg.ProcDir, s.log, s.cfg.Metrics)
 
 	gs := grpc.NewServer(
 		grpc.Creds(peerCreds{}),
-		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
-		grpc.ChainStreamInterceptor(s.streamInterceptor),
+		grpc.ChainUnaryInterceptor(append(slices.Clone(s.cfg.UnaryInterceptors), s.unaryInterceptor)...),
+		grpc.ChainStreamInterceptor(append(slices.Clone(s.cfg.StreamInterceptors), s.streamInterceptor)...),
 		grpc.WaitForHandlers(true),
 	)
 	workload.RegisterSpiffeWorkloadAPIServer(gs, s.workload)
-	grpc_health_v1.RegisterHealthServer(gs, &healthService{cache: s.cfg.Cache})
+	grpc_health_v1.RegisterHealthServer(gs, &healthService{cache: s.cfg.Cache, check: s.cfg.Health})
 	reflection.Register(gs)
 
 	hs := &http.Server{
