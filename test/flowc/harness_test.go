@@ -219,11 +219,14 @@ func (s *server) mustCLI(tb testing.TB, args ...string) string {
 }
 
 // entry creates the runbook's entry for id with the local selectors of the
-// binary at path.
-func (s *server) entry(tb testing.TB, id, path string) {
+// binary at path; ttl are the TTL flags (default the runbook's -ttl 3600).
+func (s *server) entry(tb testing.TB, id, path string, ttl ...string) {
 	tb.Helper()
-	s.mustCLI(tb, "entry", "create", "-spiffeID", id, "-parentID", agentAlias,
-		"-selector", "unix:uid:"+strconv.Itoa(os.Getuid()), "-selector", "unix:path:"+path, "-ttl", "3600")
+	if len(ttl) == 0 {
+		ttl = []string{"-ttl", "3600"}
+	}
+	s.mustCLI(tb, append([]string{"entry", "create", "-spiffeID", id, "-parentID", agentAlias,
+		"-selector", "unix:uid:" + strconv.Itoa(os.Getuid()), "-selector", "unix:path:" + path}, ttl...)...)
 }
 
 // agent is a spire-agent process whose Workload API attests unix:path.
@@ -368,6 +371,7 @@ lines:
 
 // plane is the local identity plane with the three services.
 type plane struct {
+	serviceArgs  []string
 	srv          *server
 	agent        *agent
 	registry     *service
@@ -381,6 +385,10 @@ type planeOptions struct {
 	// demoEntry first creates the README's demo entry, selector unix:uid
 	// only: it matches every process of the test, services included.
 	demoEntry bool
+	// ttl replaces the entries' -ttl 3600.
+	ttl []string
+	// serviceArgs are added to every service's flags.
+	serviceArgs []string
 }
 
 const demoID = "spiffe://neural-hive.local/ns/demo/sa/demo"
@@ -402,10 +410,13 @@ func newPlane(tb testing.TB, opts planeOptions) *plane {
 		{workerID, "worker-agents"},
 		{submitterID, "flowc-submit"},
 	} {
-		p.srv.entry(tb, e[0], filepath.Join(binDir, e[1]))
+		p.srv.entry(tb, e[0], filepath.Join(binDir, e[1]), opts.ttl...)
 	}
-	p.registry = startService(tb, "service-registry", filepath.Join(binDir, "service-registry"), p.agent, opts.registryArgs...)
-	p.orchestrator = startService(tb, "orchestrator-dynamic", filepath.Join(binDir, "orchestrator-dynamic"), p.agent, "-registry", p.registry.addr)
+	p.serviceArgs = opts.serviceArgs
+	p.registry = startService(tb, "service-registry", filepath.Join(binDir, "service-registry"), p.agent,
+		append(opts.registryArgs, opts.serviceArgs...)...)
+	p.orchestrator = startService(tb, "orchestrator-dynamic", filepath.Join(binDir, "orchestrator-dynamic"), p.agent,
+		append([]string{"-registry", p.registry.addr}, opts.serviceArgs...)...)
 	p.registry.waitReady(tb)
 	p.orchestrator.waitReady(tb)
 	if !opts.noWorker {
@@ -420,7 +431,7 @@ func newPlane(tb testing.TB, opts planeOptions) *plane {
 func (p *plane) startWorker(tb testing.TB, bin string, args ...string) *service {
 	tb.Helper()
 	return startService(tb, "worker-agents "+bin, bin, p.agent,
-		append([]string{"-registry", p.registry.addr, "-trustBundle", filepath.Join(p.agent.dir, "bootstrap.pem")}, args...)...)
+		append(append([]string{"-registry", p.registry.addr, "-trustBundle", filepath.Join(p.agent.dir, "bootstrap.pem")}, p.serviceArgs...), args...)...)
 }
 
 // submit runs flowc-submit with args and returns stdout, stderr and the exit code.

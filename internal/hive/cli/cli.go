@@ -18,7 +18,9 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
+	"time"
 
+	"github.com/neural-hive/hive-identity/internal/hive/flow"
 	"github.com/neural-hive/hive-identity/internal/hive/ops"
 	"github.com/neural-hive/hive-identity/internal/telemetry"
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,6 +38,7 @@ type common struct {
 	socketPath  string
 	metricsAddr string
 	logLevel    string
+	maxConnAge  time.Duration
 }
 
 func (c *common) register(fs *flag.FlagSet, getenv Getenv) {
@@ -46,6 +49,7 @@ func (c *common) register(fs *flag.FlagSet, getenv Getenv) {
 	fs.StringVar(&c.socketPath, "socketPath", def, "Path of the SPIRE agent's Workload API socket (default from SPIFFE_ENDPOINT_SOCKET when set)")
 	fs.StringVar(&c.metricsAddr, "metricsAddr", ops.DefaultAddr, "Address of the operations port: /metrics, /live, /ready")
 	fs.StringVar(&c.logLevel, "logLevel", "INFO", "Log level: DEBUG, INFO, WARN or ERROR")
+	fs.DurationVar(&c.maxConnAge, "maxConnectionAge", flow.DefaultMaxConnectionAge, "Age after which client connections are recycled; keep it well under half the X509-SVID TTL")
 }
 
 // workloadAddr turns a socket path or address into a Workload API address.

@@ -59,7 +59,7 @@ func RunOrchestrator(ctx context.Context, args []string, getenv Getenv, stdout, 
 				allow = spiffegrpc.AuthorizeOneOf(submitters...)
 			}
 			return orchestrator.New(orchestrator.Config{Listener: lis, WorkloadAPIAddr: addr, ID: id, RegistryAddr: *registryAddr,
-				RegistryID: rid, WorkerID: wid, Submitters: allow, Registerer: reg, Logger: log})
+				RegistryID: rid, WorkerID: wid, Submitters: allow, MaxConnectionAge: c.maxConnAge, Registerer: reg, Logger: log})
 		},
 		readyErr: func(r runner) error {
 			return readyChan(r.(*orchestrator.Orchestrator).Ready(), "waiting for an X509-SVID and JWT bundles")

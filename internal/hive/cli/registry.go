@@ -52,7 +52,7 @@ func RunRegistry(ctx context.Context, args []string, getenv Getenv, stdout, stde
 				return nil, err
 			}
 			return registry.New(registry.Config{Listener: lis, WorkloadAPIAddr: addr, ID: id, WorkerID: wid, OrchestratorID: oid,
-				LeaseTTL: *leaseTTL, Registerer: reg, Logger: log})
+				LeaseTTL: *leaseTTL, MaxConnectionAge: c.maxConnAge, Registerer: reg, Logger: log})
 		},
 		readyErr: func(r runner) error { return readyChan(r.(*registry.Registry).Ready(), "waiting for an X509-SVID") },
 	}, stderr)

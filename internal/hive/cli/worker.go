@@ -67,7 +67,7 @@ func RunWorker(ctx context.Context, args []string, getenv Getenv, stdout, stderr
 			}
 			return worker.New(worker.Config{Listener: lis, AdvertiseAddr: *advertise, WorkloadAPIAddr: addr, ID: id,
 				RegistryAddr: *registryAddr, RegistryID: rid, OrchestratorID: oid, Capabilities: splitList(*caps),
-				SVIDTimeout: *svidTimeout, RetryInterval: *retry, TrustBundle: bundle, Registerer: reg, Logger: log})
+				SVIDTimeout: *svidTimeout, RetryInterval: *retry, TrustBundle: bundle, MaxConnectionAge: c.maxConnAge, Registerer: reg, Logger: log})
 		},
 		readyErr: func(r runner) error {
 			if !r.(*worker.Worker).Registered() {

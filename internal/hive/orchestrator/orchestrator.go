@@ -72,6 +72,9 @@ type Config struct {
 	// DispatchTimeout bounds C3 discovery plus dispatch of one task, within
 	// the submitter's own deadline. Default 30s.
 	DispatchTimeout time.Duration
+	// MaxConnectionAge recycles client connections (see
+	// flow.ServerOptions). Default flow.DefaultMaxConnectionAge.
+	MaxConnectionAge time.Duration
 	// Registerer receives grpc_jwt_auth_*, hive_orchestrator_tasks_total and
 	// spiffe_x509_svid_expiration_seconds. Nil: no metrics.
 	Registerer prometheus.Registerer
@@ -186,7 +189,8 @@ func (o *Orchestrator) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("orchestrator: %w", err)
 	}
-	srv := grpc.NewServer(append(auth.ServerOptions(), grpc.Creds(grpccredentials.TLSServerCredentials(src.X509)), flow.ServerCodec())...)
+	opts := append(auth.ServerOptions(), grpc.Creds(grpccredentials.TLSServerCredentials(src.X509)))
+	srv := grpc.NewServer(append(opts, flow.ServerOptions(o.cfg.MaxConnectionAge)...)...)
 	flow.RegisterOrchestrator(srv, &service{o: o})
 
 	regConn, err := grpc.NewClient(o.cfg.RegistryAddr, grpc.WithTransportCredentials(

@@ -81,10 +81,12 @@ func (s *service) Submit(ctx context.Context, req *flow.SubmitRequest) (*flow.Su
 	if lastErr == nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "C3: no worker with SPIFFE ID %s for capability %q", o.cfg.WorkerID, req.Capability)
 	}
+	// The worker's refusal of the orchestrator is not the submitter's
+	// fault: only a bad task keeps its code.
 	st := status.Convert(lastErr)
-	code := st.Code()
-	if code == codes.Unknown {
-		code = codes.Unavailable
+	code := codes.Unavailable
+	if st.Code() == codes.InvalidArgument || st.Code() == codes.DeadlineExceeded || st.Code() == codes.Canceled {
+		code = st.Code()
 	}
 	return nil, status.Errorf(code, "dispatch to a worker failed: %s: %s", st.Code(), st.Message())
 }

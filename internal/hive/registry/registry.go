@@ -61,6 +61,9 @@ type Config struct {
 	LeaseTTL time.Duration
 	// MaxLeases bounds the live leases. Default 1024.
 	MaxLeases int
+	// MaxConnectionAge recycles client connections (see
+	// flow.ServerOptions). Default flow.DefaultMaxConnectionAge.
+	MaxConnectionAge time.Duration
 	// Registerer receives grpc_auth_*, hive_registry_leases and
 	// spiffe_x509_svid_expiration_seconds. Nil: no metrics.
 	Registerer prometheus.Registerer
@@ -176,7 +179,7 @@ func (r *Registry) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("registry: %w", err)
 	}
-	srv := grpc.NewServer(append(auth.ServerOptions(), flow.ServerCodec())...)
+	srv := grpc.NewServer(append(auth.ServerOptions(), flow.ServerOptions(r.cfg.MaxConnectionAge)...)...)
 	flow.RegisterRegistry(srv, &service{r: r})
 
 	g, ctx := errgroup.WithContext(ctx)

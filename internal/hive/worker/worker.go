@@ -89,6 +89,9 @@ type Config struct {
 	// SVID of its own (see the package comment). Usually the bundle the
 	// agent bootstraps from (`spire-server bundle show`).
 	TrustBundle *x509bundle.Bundle
+	// MaxConnectionAge recycles client connections (see
+	// flow.ServerOptions). Default flow.DefaultMaxConnectionAge.
+	MaxConnectionAge time.Duration
 	// Registerer receives grpc_auth_*, hive_worker_* and
 	// spiffe_x509_svid_expiration_seconds. Nil: no metrics.
 	Registerer prometheus.Registerer
@@ -214,7 +217,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
-	srv := grpc.NewServer(append(auth.ServerOptions(), flow.ServerCodec())...)
+	srv := grpc.NewServer(append(auth.ServerOptions(), flow.ServerOptions(w.cfg.MaxConnectionAge)...)...)
 	flow.RegisterWorker(srv, &service{w: w})
 
 	conn, err := grpc.NewClient(w.cfg.RegistryAddr, grpc.WithTransportCredentials(
