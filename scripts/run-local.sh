@@ -191,7 +191,7 @@ if [ "$FLOWC_STATUS" -eq 0 ]; then
 else
   say "  FAILED (status $FLOWC_STATUS; expected output $WANT)"
 fi
-say "  batch: ${BATCH:-none}"
+say "  batch of 50 wordcount tasks from a new flowc-submit process (its first task pays the TLS handshakes): ${BATCH:-none}"
 say ""
 say "== Auth metrics =="
 say "  service-registry (curl http://$REGISTRY_OPS/metrics | grep -E \"(grpc_auth_attempts|grpc_auth_failures)\"):"
