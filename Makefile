@@ -7,9 +7,10 @@ export CGO_ENABLED := 0
 
 .PHONY: build test run bench lint clean
 
+CMDS := spire-server spire-agent service-registry orchestrator-dynamic worker-agents flowc-submit
+
 build:
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/spire-server ./cmd/spire-server
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/spire-agent ./cmd/spire-agent
+	@for c in $(CMDS); do echo "go build $$c"; $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/$$c ./cmd/$$c || exit 1; done
 
 # test is what CI runs (.ci/run): formatting, vet, then every test with the race detector
 # (CGO is needed by -race only; the shipped binaries stay static).
