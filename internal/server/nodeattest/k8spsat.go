@@ -169,7 +169,7 @@ func (p *K8sPSAT) Attest(ctx context.Context, payload []byte, _ Challenger) (*Re
 	// T7: the API server decides; an error talking to it fails closed.
 	st, err := c.client.ReviewToken(ctx, data.Token, c.audience)
 	if err != nil {
-		return nil, fmt.Errorf("nodeattest: k8s_psat: unable to validate token with TokenReview API: %w", err)
+		return nil, &apiServerError{step: "unable to validate token with TokenReview API", err: err}
 	}
 	if !st.Authenticated {
 		// Expired, revoked, for another audience, or not a token at all.
@@ -199,7 +199,7 @@ func (p *K8sPSAT) Attest(ctx context.Context, payload []byte, _ Challenger) (*Re
 	case k8s.IsNotFound(err):
 		return nil, &Refusal{Msg: "the agent's pod does not exist", Denied: true, Err: err}
 	case err != nil:
-		return nil, fmt.Errorf("nodeattest: k8s_psat: fail to get pod from k8s API server: %w", err)
+		return nil, &apiServerError{step: "fail to get pod from k8s API server", err: err}
 	}
 	// T7: the token is bound to one pod instance; a pod recreated under the
 	// same name is another agent.
@@ -216,7 +216,7 @@ func (p *K8sPSAT) Attest(ctx context.Context, payload []byte, _ Challenger) (*Re
 	case k8s.IsNotFound(err):
 		return nil, &Refusal{Msg: "the agent's node does not exist", Denied: true, Err: err}
 	case err != nil:
-		return nil, fmt.Errorf("nodeattest: k8s_psat: fail to get node from k8s API server: %w", err)
+		return nil, &apiServerError{step: "fail to get node from k8s API server", err: err}
 	}
 	nodeUID := node.Metadata.UID
 	if nodeUID == "" {
@@ -252,3 +252,22 @@ func (p *K8sPSAT) Attest(ctx context.Context, payload []byte, _ Challenger) (*Re
 	}
 	return &Result{AgentID: agentID, Selectors: sels, CanReattest: true}, nil
 }
+
+// apiServerError is a failure to talk to a cluster's API server (not the
+// agent's fault: the agent is answered Internal and retries). Error is the
+// whole cause, for the server's log; PublicMessage, what the agent is told
+// (as SPIRE tells it, so its log says why), names the step but leaves out
+// addresses and transport details.
+type apiServerError struct {
+	step string
+	err  error
+}
+
+func (e *apiServerError) Error() string {
+	return "nodeattest: k8s_psat: " + e.step + ": " + e.err.Error()
+}
+
+func (e *apiServerError) Unwrap() error { return e.err }
+
+// PublicMessage is the text the agent API shows the agent.
+func (e *apiServerError) PublicMessage() string { return "k8s_psat: " + e.step }

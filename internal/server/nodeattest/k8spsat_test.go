@@ -3,6 +3,7 @@ package nodeattest
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -240,6 +241,11 @@ func TestK8sPSAT_T7_APIServerDown(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "unable to validate token with TokenReview API") || !strings.Contains(err.Error(), "connection refused") {
 		t.Fatalf("unclear error: %v", err)
+	}
+	// The agent is told the step, not the API server's address.
+	var pm interface{ PublicMessage() string }
+	if !errors.As(err, &pm) || pm.PublicMessage() != "k8s_psat: unable to validate token with TokenReview API" {
+		t.Fatalf("public message of %v: %v", err, pm)
 	}
 
 	// A missing kubeconfig is the same: no attestation, a clear error.
