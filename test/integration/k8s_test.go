@@ -44,10 +44,13 @@ type k8sEnv struct {
 	api           *k8stest.APIServer
 	kubelet       *k8stest.Kubelet
 	dir           string
-	agentToken    string // spire-system:spire-agent, bound to the agent pod
-	workerToken   string // neural-hive-execution:worker-agents, bound to the worker pod
-	workerCgroup  string // /proc/<pid>/cgroup of a process in the worker container
-	outsideCgroup string // /proc/<pid>/cgroup of a process in no pod
+	kubeconfig    string            // the server's kube_config_file
+	pods          map[string][]byte // "<namespace>/<name>" -> pod JSON
+	expiry        time.Time         // of both tokens
+	agentToken    string            // spire-system:spire-agent, bound to the agent pod
+	workerToken   string            // neural-hive-execution:worker-agents, bound to the worker pod
+	workerCgroup  string            // /proc/<pid>/cgroup of a process in the worker container
+	outsideCgroup string            // /proc/<pid>/cgroup of a process in no pod
 }
 
 func newK8sEnv(tb testing.TB) *k8sEnv {
@@ -60,7 +63,7 @@ func newK8sEnv(tb testing.TB) *k8sEnv {
 	e := &k8sEnv{api: k8stest.NewAPIServer(tb), kubelet: k8stest.NewKubelet(tb), dir: dir}
 	e.agentToken = fakeJWT(k8sAgentPodUID)
 	e.workerToken = fakeJWT(k8sWorkerUID)
-	expiry := time.Now().Add(time.Hour)
+	e.expiry = time.Now().Add(time.Hour)
 
 	agentPod := k8stest.Pod(k8stest.PodSpec{
 		Namespace: "spire-system", Name: k8sAgentPod, UID: k8sAgentPodUID,
@@ -94,21 +97,11 @@ func newK8sEnv(tb testing.TB) *k8sEnv {
 		}},
 	})
 
-	e.api.AddPod("spire-system", k8sAgentPod, agentPod)
-	e.api.AddPod("neural-hive-execution", k8sWorkerPod, workerPod)
-	e.api.AddNode(k8sNodeName, k8stest.Node(k8sNodeName, k8sNodeUID, "10.0.1.21", nil))
-	e.api.AddToken(e.agentToken, k8stest.Token{
-		Namespace: "spire-system", ServiceAccount: "spire-agent",
-		PodName: k8sAgentPod, PodUID: k8sAgentPodUID, NodeName: k8sNodeName,
-		Audiences: []string{"spire-server"}, Expiry: expiry,
-	})
-	// A workload's own projected token, for the spire-server audience:
-	// authentic, but its service account is not on the allow list.
-	e.api.AddToken(e.workerToken, k8stest.Token{
-		Namespace: "neural-hive-execution", ServiceAccount: "worker-agents",
-		PodName: k8sWorkerPod, PodUID: k8sWorkerUID, NodeName: k8sNodeName,
-		Audiences: []string{"spire-server"}, Expiry: expiry,
-	})
+	e.pods = map[string][]byte{
+		"spire-system/" + k8sAgentPod:           agentPod,
+		"neural-hive-execution/" + k8sWorkerPod: workerPod,
+	}
+	e.load(e.api)
 	e.kubelet.SetPods(k8stest.PodList(agentPod, workerPod, orchestratorPod))
 
 	// cgroup v2 with the systemd driver, as containerd on a kubeadm node
@@ -119,6 +112,27 @@ func newK8sEnv(tb testing.TB) *k8sEnv {
 	// A process on the node outside Kubernetes: a login session.
 	e.outsideCgroup = "0::/user.slice/user-0.slice/session-4.scope\n"
 	return e
+}
+
+// load gives api the cluster's pods, node and tokens.
+func (e *k8sEnv) load(api *k8stest.APIServer) {
+	for key, pod := range e.pods {
+		ns, name, _ := strings.Cut(key, "/")
+		api.AddPod(ns, name, pod)
+	}
+	api.AddNode(k8sNodeName, k8stest.Node(k8sNodeName, k8sNodeUID, "10.0.1.21", nil))
+	api.AddToken(e.agentToken, k8stest.Token{
+		Namespace: "spire-system", ServiceAccount: "spire-agent",
+		PodName: k8sAgentPod, PodUID: k8sAgentPodUID, NodeName: k8sNodeName,
+		Audiences: []string{"spire-server"}, Expiry: e.expiry,
+	})
+	// A workload's own projected token, for the spire-server audience:
+	// authentic, but its service account is not on the allow list.
+	api.AddToken(e.workerToken, k8stest.Token{
+		Namespace: "neural-hive-execution", ServiceAccount: "worker-agents",
+		PodName: k8sWorkerPod, PodUID: k8sWorkerUID, NodeName: k8sNodeName,
+		Audiences: []string{"spire-server"}, Expiry: e.expiry,
+	})
 }
 
 // fakeJWT returns a string shaped like a projected service account token;
@@ -159,7 +173,7 @@ func newK8sServer(tb testing.TB, e *k8sEnv, metricsPort int) *server {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { os.RemoveAll(dir) })
-	kubeconfig := e.api.KubeConfig(tb, dir)
+	e.kubeconfig = e.api.KubeConfig(tb, dir)
 	s := &server{t: tb, dir: dir, conf: filepath.Join(dir, "server.conf"), socket: filepath.Join(dir, "s", "api.sock"), port: freePort(tb)}
 	conf := fmt.Sprintf(`server {
     bind_address = "127.0.0.1"
@@ -202,7 +216,7 @@ telemetry {
     }
 }
 `, s.port, s.socket, filepath.Join(dir, "data"), filepath.Join(dir, "data", "datastore.sqlite3"),
-		k8sCluster, kubeconfig, filepath.Join(dir, "data", "keys.json"), metricsPort)
+		k8sCluster, e.kubeconfig, filepath.Join(dir, "data", "keys.json"), metricsPort)
 	if err := os.WriteFile(s.conf, []byte(conf), 0o600); err != nil {
 		tb.Fatal(err)
 	}
@@ -215,8 +229,9 @@ telemetry {
 // DaemonSet runs it: NodeAttestor k8s_psat with the projected token in
 // token_path, WorkloadAttestor k8s on the node's kubelet (secure port,
 // kubelet CA, the kubelet token) reading cgroups under the test's
-// proc_dir, and WorkloadAttestor unix beside it. It does not start it.
-func prepareK8sAgent(tb testing.TB, srv *server, e *k8sEnv, psatToken string) *agentProc {
+// proc_dir, and WorkloadAttestor unix beside it; with a metricsPort, the
+// Prometheus exporter. It does not start it.
+func prepareK8sAgent(tb testing.TB, srv *server, e *k8sEnv, psatToken string, metricsPort int) *agentProc {
 	tb.Helper()
 	a := prepareAgent(tb, srv)
 	secrets := filepath.Join(a.dir, "secrets")
@@ -273,6 +288,16 @@ plugins {
 `, filepath.Join(a.dir, "data"), srv.port, a.socket, filepath.Join(a.dir, "bootstrap.pem"),
 		k8sCluster, tokenPath, filepath.Join(a.dir, "data"),
 		e.kubelet.Port(), kubeletCA, kubeletToken, e.procDir())
+	if metricsPort != 0 {
+		conf += fmt.Sprintf(`
+telemetry {
+    Prometheus {
+        host = "127.0.0.1"
+        port = %d
+    }
+}
+`, metricsPort)
+	}
 	if err := os.WriteFile(a.conf, []byte(conf), 0o600); err != nil {
 		tb.Fatal(err)
 	}
@@ -290,7 +315,8 @@ type k8sAgentJSON struct {
 		Type  string `json:"type"`
 		Value string `json:"value"`
 	} `json:"selectors"`
-	Banned bool `json:"banned"`
+	Banned      bool `json:"banned"`
+	CanReattest bool `json:"can_reattest"`
 }
 
 func listAgents(tb testing.TB, s *server, args ...string) []k8sAgentJSON {
@@ -392,7 +418,7 @@ func TestK8s_EndToEnd(t *testing.T) {
 		"-selector", "k8s:ns:neural-hive-execution",
 		"-selector", "k8s:sa:worker-agents")
 
-	a := prepareK8sAgent(t, s, e, e.agentToken)
+	a := prepareK8sAgent(t, s, e, e.agentToken, 0)
 	a.start("")
 
 	// The agent attested with k8s_psat: its ID is built from the cluster
@@ -421,6 +447,21 @@ func TestK8s_EndToEnd(t *testing.T) {
 	} {
 		if !slices.Contains(sels, want) {
 			t.Errorf("agent selectors %q lack %q", sels, want)
+		}
+	}
+	if !ag.CanReattest {
+		t.Error("k8s_psat agent cannot re-attest")
+	}
+	// `agent show` prints them as SPIRE does.
+	out, errOut, code := s.cli("agent", "show", "-spiffeID", wantAgentID)
+	for _, want := range []string{
+		"Attestation type  : k8s_psat\n",
+		"Can re-attest     : true\n",
+		"Selectors         : k8s_psat:agent_ns:spire-system\n",
+		"Selectors         : k8s_psat:agent_node_uid:" + k8sNodeUID + "\n",
+	} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Fatalf("agent show: exit %d, want %q in:\n%s%s", code, want, out, errOut)
 		}
 	}
 	// The node-alias entry's selectors find it.
@@ -461,7 +502,7 @@ func TestK8s_EndToEnd(t *testing.T) {
 
 	// Another process on the node, in no pod, while the worker is served:
 	// only unix selectors, no identity.
-	out, errOut, code := fetchInChild(t, e, a, e.outsideCgroup)
+	out, errOut, code = fetchInChild(t, e, a, e.outsideCgroup)
 	if code == 0 || !strings.Contains(errOut, "PermissionDenied") {
 		t.Fatalf("process outside any pod: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
 	}
@@ -481,10 +522,26 @@ func TestK8s_EndToEnd(t *testing.T) {
 		t.Fatalf("fetch outside any pod: %v, want PermissionDenied", err)
 	}
 
+	// A restarted agent keeps its k8s_psat identity (one agent, same ID)
+	// and serves the worker again.
+	e.setCgroup(t, os.Getpid(), e.workerCgroup)
+	a.stop()
+	a.start("")
+	if got := listAgents(t, s); len(got) != 1 || "spiffe://"+got[0].ID.TrustDomain+got[0].ID.Path != wantAgentID {
+		t.Fatalf("agents after the agent restarted: %+v", got)
+	}
+	c2 := wlClient(t, a)
+	waitFor(t, "the worker-agents SVID after the agent restarted", 30*time.Second, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		svid, err := c2.FetchX509SVID(ctx)
+		return err == nil && svid.ID.String() == k8sWorkerID
+	})
+
 	// T7: an agent presenting an authentic projected token of a service
 	// account outside service_account_allow_list (a workload's own token)
 	// is refused and exits; it is not listed.
-	rogue := prepareK8sAgent(t, s, e, e.workerToken)
+	rogue := prepareK8sAgent(t, s, e, e.workerToken, 0)
 	rogue.startNoWait("")
 	if !rogue.waitExit(30 * time.Second) {
 		t.Fatalf("agent with a worker-agents token still running:\n%s", rogue.logs.String())
@@ -506,4 +563,76 @@ func TestK8s_EndToEnd(t *testing.T) {
 	if v := sampleValue(t, metrics, `spire_server_node_attestations_total{attestor="k8s_psat",result="failure"}`); v < 1 {
 		t.Errorf("k8s_psat failures %v, want at least 1", v)
 	}
+}
+
+// TestK8s_APIServerDown: while the API server cannot be reached the server
+// fails k8s_psat attestation closed (it never trusts the token unchecked),
+// the agent says why, counts each failure and retries; once the API server
+// answers again the agent attests.
+func TestK8s_APIServerDown(t *testing.T) {
+	e := newK8sEnv(t)
+	serverMetrics := freePort(t)
+	s := newK8sServer(t, e, serverMetrics)
+	e.api.Close()
+
+	agentMetrics := freePort(t)
+	a := prepareK8sAgent(t, s, e, e.agentToken, agentMetrics)
+	a.startNoWait("")
+	waitFor(t, "two retried attestations", 20*time.Second, func() bool {
+		return strings.Count(a.logs.String(), "Node attestation failed; retrying") >= 2
+	})
+	if a.waitExit(0) {
+		t.Fatalf("agent exited while the API server was down:\n%s", a.logs.String())
+	}
+	if logs := a.logs.String(); !strings.Contains(logs, "code = Internal desc = failed to attest: k8s_psat: unable to validate token with TokenReview API") {
+		t.Errorf("agent's retries do not say the token could not be reviewed:\n%s", logs)
+	}
+	if got := listAgents(t, s); len(got) != 0 {
+		t.Fatalf("agents while the API server is down: %+v", got)
+	}
+	if v := sampleValue(t, scrape(t, serverMetrics), `spire_server_node_attestations_total{attestor="k8s_psat",result="failure"}`); v < 2 {
+		t.Errorf("server k8s_psat failures %v, want at least 2", v)
+	}
+	if v := sumSamples(t, scrape(t, agentMetrics), `spire_agent_attestation_errors_total`, `attestor="k8s_psat"`, `type="node"`); v < 2 {
+		t.Errorf("agent node attestation errors %v, want at least 2", v)
+	}
+
+	// The API server is back (a new one: the kubeconfig is read on each
+	// request).
+	api := k8stest.NewAPIServer(t)
+	e.load(api)
+	api.KubeConfig(t, filepath.Dir(e.kubeconfig))
+	a.waitHealthy()
+	wantAgentID := "spiffe://neural-hive.local/spire/agent/k8s_psat/" + k8sCluster + "/" + k8sNodeUID
+	if got := listAgents(t, s); len(got) != 1 || "spiffe://"+got[0].ID.TrustDomain+got[0].ID.Path != wantAgentID {
+		t.Fatalf("agents after the API server came back: %+v", got)
+	}
+}
+
+// sumSamples sums the samples of name whose label set holds every one of
+// labels (`key="value"`).
+func sumSamples(tb testing.TB, exposition, name string, labels ...string) float64 {
+	tb.Helper()
+	var sum float64
+	for _, m := range regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(name)+`\{([^}]*)\} (\S+)$`).FindAllStringSubmatch(exposition, -1) {
+		have := strings.Split(m[1], ",")
+		if !containsAll(have, labels) {
+			continue
+		}
+		v, err := strconv.ParseFloat(m[2], 64)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		sum += v
+	}
+	return sum
+}
+
+func containsAll(have, want []string) bool {
+	for _, w := range want {
+		if !slices.Contains(have, w) {
+			return false
+		}
+	}
+	return true
 }
