@@ -22,6 +22,9 @@ type agentProc struct {
 	logs    *syncBuffer
 	stopped chan struct{}
 	exitErr error
+	// healthPort and metricsPort are the health_checks and Prometheus
+	// listeners (127.0.0.1), 0 unless agentOptions.telemetry.
+	healthPort, metricsPort int
 }
 
 // syncBuffer is a bytes.Buffer safe for a process writer and a test reader.
@@ -51,8 +54,29 @@ func newAgent(tb testing.TB, srv *server, joinToken string) *agentProc {
 	return a
 }
 
+// agentOptions shape the generated agent.conf.
+type agentOptions struct {
+	// telemetry adds the health_checks and telemetry blocks, on free
+	// loopback ports.
+	telemetry bool
+}
+
+// newAgentWith is newAgent with options.
+func newAgentWith(tb testing.TB, srv *server, joinToken string, opts agentOptions) *agentProc {
+	tb.Helper()
+	a := prepareAgentWith(tb, srv, opts)
+	a.start(joinToken)
+	return a
+}
+
 // prepareAgent writes the agent's directory and config without starting it.
 func prepareAgent(tb testing.TB, srv *server) *agentProc {
+	tb.Helper()
+	return prepareAgentWith(tb, srv, agentOptions{})
+}
+
+// prepareAgentWith is prepareAgent with options.
+func prepareAgentWith(tb testing.TB, srv *server, opts agentOptions) *agentProc {
 	tb.Helper()
 	dir, err := os.MkdirTemp("", "hid")
 	if err != nil {
@@ -67,6 +91,11 @@ func prepareAgent(tb testing.TB, srv *server) *agentProc {
 		tb.Fatal(err)
 	}
 	a := &agentProc{t: tb, dir: dir, conf: filepath.Join(dir, "agent.conf"), socket: filepath.Join(dir, "sock", "agent.sock")}
+	var blocks string
+	if opts.telemetry {
+		a.healthPort, a.metricsPort = freePort(tb), freePort(tb)
+		blocks = telemetryBlocks(a.healthPort, a.metricsPort)
+	}
 	conf := fmt.Sprintf(`agent {
     data_dir = %q
     log_level = "DEBUG"
@@ -90,7 +119,7 @@ plugins {
         plugin_data {}
     }
 }
-`, filepath.Join(dir, "data"), srv.port, a.socket, filepath.Join(dir, "bootstrap.pem"), filepath.Join(dir, "data"))
+%s`, filepath.Join(dir, "data"), srv.port, a.socket, filepath.Join(dir, "bootstrap.pem"), filepath.Join(dir, "data"), blocks)
 	if err := os.WriteFile(a.conf, []byte(conf), 0o600); err != nil {
 		tb.Fatal(err)
 	}

@@ -55,8 +55,11 @@ type server struct {
 	socket  string
 	port    int
 	cmd     *exec.Cmd
-	logs    *bytes.Buffer
+	logs    *syncBuffer
 	stopped chan struct{}
+	// healthPort and metricsPort are the health_checks and Prometheus
+	// listeners (127.0.0.1), 0 unless serverOptions.telemetry.
+	healthPort, metricsPort int
 }
 
 // serverOptions shape the generated server.conf.
@@ -64,6 +67,11 @@ type serverOptions struct {
 	dbType string // "sqlite3" (default) or "postgres"
 	dsn    string
 	extra  string // appended inside the server block
+	// plugins is appended inside the plugins block (an UpstreamAuthority).
+	plugins string
+	// telemetry adds the health_checks and telemetry blocks, on free
+	// loopback ports.
+	telemetry bool
 }
 
 func newServer(tb testing.TB, opts serverOptions) *server {
@@ -78,6 +86,11 @@ func newServer(tb testing.TB, opts serverOptions) *server {
 		opts.dsn = filepath.Join(dir, "data", "datastore.sqlite3")
 	}
 	s := &server{t: tb, dir: dir, conf: filepath.Join(dir, "server.conf"), socket: filepath.Join(dir, "s", "api.sock"), port: freePort(tb)}
+	var blocks string
+	if opts.telemetry {
+		s.healthPort, s.metricsPort = freePort(tb), freePort(tb)
+		blocks = telemetryBlocks(s.healthPort, s.metricsPort)
+	}
 	conf := fmt.Sprintf(`server {
     bind_address = "127.0.0.1"
     bind_port = "%d"
@@ -103,8 +116,9 @@ plugins {
             keys_path = %q
         }
     }
+%s
 }
-`, s.port, s.socket, filepath.Join(dir, "data"), opts.extra, opts.dbType, opts.dsn, filepath.Join(dir, "data", "keys.json"))
+%s`, s.port, s.socket, filepath.Join(dir, "data"), opts.extra, opts.dbType, opts.dsn, filepath.Join(dir, "data", "keys.json"), opts.plugins, blocks)
 	if err := os.WriteFile(s.conf, []byte(conf), 0o600); err != nil {
 		tb.Fatal(err)
 	}
@@ -113,9 +127,30 @@ plugins {
 	return s
 }
 
+// telemetryBlocks are the health_checks and telemetry blocks of a
+// configuration, on 127.0.0.1.
+func telemetryBlocks(healthPort, metricsPort int) string {
+	return fmt.Sprintf(`
+health_checks {
+    listener_enabled = true
+    bind_address = "127.0.0.1"
+    bind_port = "%d"
+    live_path = "/live"
+    ready_path = "/ready"
+}
+
+telemetry {
+    Prometheus {
+        host = "127.0.0.1"
+        port = %d
+    }
+}
+`, healthPort, metricsPort)
+}
+
 func (s *server) start() {
 	s.t.Helper()
-	s.logs = &bytes.Buffer{}
+	s.logs = &syncBuffer{}
 	s.cmd = exec.Command(filepath.Join(binDir, "spire-server"), "run", "-config", s.conf)
 	s.cmd.Stdout = s.logs
 	s.cmd.Stderr = s.logs
