@@ -300,6 +300,8 @@ func (s *Server) Run(ctx context.Context) error {
 		return nilOnCancel(serverCA.Run(gctx))
 	})
 	g.Go(func() error { return nilOnCancel(feed.Run(gctx)) })
+	// HA: other servers' writes reach this index at once (PostgreSQL NOTIFY).
+	g.Go(func() error { return store.Listen(gctx, feed.Poke) })
 	g.Go(func() error { return ep.Run(gctx) })
 	g.Go(func() error { return serverTLS.Run(gctx) })
 	g.Go(func() error { return checker.Run(gctx) })
