@@ -11,12 +11,15 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -381,7 +384,12 @@ func (s *Server) newCA(store timedStore) (*ca.CA, *ca.UpstreamDisk, error) {
 			return nil, nil, fmt.Errorf("server: %w", err)
 		}
 	}
+	journalKey, err := journalKey(c.DataDir)
+	if err != nil {
+		return nil, nil, err
+	}
 	serverCA, err := ca.New(ca.Config{
+		JournalKey:  journalKey,
 		TrustDomain: c.TrustDomain,
 		CATTL:       c.CATTL,
 		KeyType:     c.CAKeyType,
@@ -561,4 +569,42 @@ func runPeriodically(ctx context.Context, interval time.Duration, fn func(contex
 			fn(ctx)
 		}
 	}
+}
+
+// journalKey names this server's CA journal row: "server/<id>", where id is
+// random and kept in <data_dir>/server_id, so servers sharing a PostgreSQL
+// datastore (HA) keep separate journals. Without a data dir the default row
+// is used.
+func journalKey(dataDir string) (string, error) {
+	if dataDir == "" {
+		return "", nil
+	}
+	path := filepath.Join(dataDir, "server_id")
+	raw, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		id := strings.TrimSpace(string(raw))
+		if id == "" {
+			return "", fmt.Errorf("server: %s is empty", path)
+		}
+		return "server/" + id, nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return "", fmt.Errorf("server: read server ID: %w", err)
+	}
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("server: server ID: %w", err)
+	}
+	id := hex.EncodeToString(b)
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return "", fmt.Errorf("server: data dir: %w", err)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("server: write server ID: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return "", fmt.Errorf("server: write server ID: %w", err)
+	}
+	return "server/" + id, nil
 }

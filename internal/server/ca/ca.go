@@ -25,8 +25,8 @@ const (
 
 	// notBeforeCushion back-dates every certificate to absorb clock skew.
 	notBeforeCushion = 10 * time.Second
-	// journalKey is the CA journal row of this server.
-	journalKey = "server"
+	// defaultJournalKey is the CA journal row when Config.JournalKey is empty.
+	defaultJournalKey = "server"
 	// maxTrustDomainLength and maxIDLength are SPIFFE-ID §2.3 limits.
 	maxTrustDomainLength = 255
 	maxIDLength          = 2048
@@ -121,6 +121,10 @@ type Config struct {
 	// Upstream signs the X.509 CA when set; nil means self-signed.
 	Upstream *UpstreamDisk
 	Store    Store
+	// JournalKey names this server's CA journal row (default "server").
+	// Servers sharing one datastore (HA) each need their own: each keeps its
+	// own authorities, and all of them are published in the shared bundle.
+	JournalKey string
 	// Clock replaces time.Now (nil: time.Now).
 	Clock  func() time.Time
 	Logger *slog.Logger

@@ -86,7 +86,7 @@ func (c *CA) commit(ctx context.Context, st state) error {
 	if err != nil {
 		return fmt.Errorf("ca: journal: %w", err)
 	}
-	if err := c.c.Store.SetCAJournal(ctx, journalKey, data); err != nil {
+	if err := c.c.Store.SetCAJournal(ctx, c.journalKey(), data); err != nil {
 		return fmt.Errorf("ca: write journal: %w", err)
 	}
 	c.x509Cur, c.x509Next, c.jwtCur, c.jwtNext = st.x509Cur, st.x509Next, st.jwtCur, st.jwtNext
@@ -111,7 +111,7 @@ func (c *CA) commit(ctx context.Context, st state) error {
 // PREPARED one becomes next, or current when there is no ACTIVE one.
 func (c *CA) load(ctx context.Context, now time.Time) (state, error) {
 	var st state
-	data, err := c.c.Store.FetchCAJournal(ctx, journalKey)
+	data, err := c.c.Store.FetchCAJournal(ctx, c.journalKey())
 	if errors.Is(err, datastore.ErrNotFound) {
 		return st, nil
 	}
@@ -312,4 +312,12 @@ func (c *CA) logX509(msg string, s *x509Slot) {
 func (c *CA) logJWT(msg string, s *jwtSlot) {
 	c.log.Info(msg, slog.String("slot", s.slotID), slog.Time("issued_at", s.issuedAt), slog.Time("expiration", s.notAfter),
 		slog.String("local_authority_id", s.kid))
+}
+
+// journalKey is the row this CA's journal lives in.
+func (c *CA) journalKey() string {
+	if c.c.JournalKey != "" {
+		return c.c.JournalKey
+	}
+	return defaultJournalKey
 }
