@@ -2,11 +2,9 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"os/user"
@@ -18,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/neural-hive/hive-identity/internal/doctor"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
@@ -32,117 +31,12 @@ import (
 // runbook on the agent's Workload API socket and prints each finding with
 // the runbook's resolution (in the runbook's language, Portuguese).
 
-// Finding statuses, from best to worst.
-const (
-	statusOK   = "OK"
-	statusWarn = "WARN"
-	statusCrit = "CRIT"
-)
-
 // runbookTTL is the SVID TTL of the runbook's `entry create -ttl 3600`, its
 // X.509-SVID expiry alert threshold and its minimum JWT-SVID TTL.
 const runbookTTL = 3600 * time.Second
 
 // runbookAgentAlias is the parent ID of the runbook's entries.
 const runbookAgentAlias = "spiffe://neural-hive.local/ns/spire-system/sa/spire-agent"
-
-// finding is one result of a doctor check.
-type finding struct {
-	Check      string `json:"check"`
-	Status     string `json:"status"`
-	Detail     string `json:"detail"`
-	Resolution string `json:"resolution"`
-}
-
-// doctorSummary counts findings per status; Status is the worst one.
-type doctorSummary struct {
-	Status string `json:"status"`
-	OK     int    `json:"ok"`
-	Warn   int    `json:"warn"`
-	Crit   int    `json:"crit"`
-}
-
-// doctorReport is the -output json document.
-type doctorReport struct {
-	Findings []finding     `json:"findings"`
-	Summary  doctorSummary `json:"summary"`
-}
-
-func newDoctorReport(findings []finding) doctorReport {
-	r := doctorReport{Findings: findings, Summary: doctorSummary{Status: statusOK}}
-	if r.Findings == nil {
-		r.Findings = []finding{}
-	}
-	for _, f := range findings {
-		switch f.Status {
-		case statusCrit:
-			r.Summary.Crit++
-			r.Summary.Status = statusCrit
-		case statusWarn:
-			r.Summary.Warn++
-			if r.Summary.Status == statusOK {
-				r.Summary.Status = statusWarn
-			}
-		default:
-			r.Summary.OK++
-		}
-	}
-	return r
-}
-
-// exitCode is exitFailure when a finding is critical, exitOK otherwise.
-func (r doctorReport) exitCode() int {
-	if r.Summary.Crit > 0 {
-		return exitFailure
-	}
-	return exitOK
-}
-
-// writePretty prints a line per finding (status, check, detail) with its
-// resolution indented below it, then the summary.
-func (r doctorReport) writePretty(w io.Writer) error {
-	var b strings.Builder
-	for _, f := range r.Findings {
-		fmt.Fprintf(&b, "%-4s  %s: %s\n", f.Status, f.Check, f.Detail)
-		if f.Resolution != "" {
-			for line := range strings.SplitSeq(strings.TrimRight(f.Resolution, "\n"), "\n") {
-				if line == "" {
-					b.WriteString("\n")
-					continue
-				}
-				b.WriteString("      " + line + "\n")
-			}
-		}
-	}
-	fmt.Fprintf(&b, "\nSummary: %s (%d OK, %d WARN, %d CRIT)\n", r.Summary.Status, r.Summary.OK, r.Summary.Warn, r.Summary.Crit)
-	_, err := io.WriteString(w, b.String())
-	return err
-}
-
-// writeJSON prints the report as one JSON object.
-func (r doctorReport) writeJSON(w io.Writer) error {
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false) // resolutions hold shell commands with "<", ">" and "|"
-	return enc.Encode(r)
-}
-
-// expiryStatus judges an SVID valid until notAfter whose lifetime is life,
-// at now: CRIT once expired; WARN when less than threshold remains and it is
-// past its renewal point (half of its lifetime, less a grace of a tenth of
-// it and at least 5 s), which a healthy rotation never reaches; OK otherwise.
-// Judging against the renewal point keeps the runbook's 3600 s alert from
-// flagging healthy SVIDs issued with -ttl 3600.
-func expiryStatus(notAfter time.Time, life, threshold time.Duration, now time.Time) string {
-	left := notAfter.Sub(now)
-	if left <= 0 {
-		return statusCrit
-	}
-	renewBy := life/2 - max(life/10, 5*time.Second)
-	if left < threshold && left < renewBy {
-		return statusWarn
-	}
-	return statusOK
-}
 
 // secondsFlag is a duration given in seconds ("3600") or as a Go duration ("1h").
 type secondsFlag time.Duration
@@ -364,26 +258,26 @@ func (c *doctorCommand) run(ctx context.Context, args []string) int {
 	if err := c.fs.Parse(args); err != nil {
 		return exitFailure
 	}
-	report := newDoctorReport(c.checks(ctx))
+	report := doctor.NewReport(c.checks(ctx))
 	var err error
 	if c.output.json {
-		err = report.writeJSON(c.e.stdout)
+		err = report.WriteJSON(c.e.stdout)
 	} else {
-		err = report.writePretty(c.e.stdout)
+		err = report.WritePretty(c.e.stdout)
 	}
 	if err != nil {
 		c.e.errorln(err)
 		return exitFailure
 	}
-	return report.exitCode()
+	return report.ExitCode()
 }
 
 // checks runs the checks in the runbook's order: socket reachable, agent
 // healthy, identity issued, SVIDs renewed, JWT-SVID issued. A missing
 // socket or an agent that does not answer ends the list.
-func (c *doctorCommand) checks(ctx context.Context) []finding {
+func (c *doctorCommand) checks(ctx context.Context) []doctor.Finding {
 	sock, missing := c.checkSocket()
-	findings := []finding{sock}
+	findings := []doctor.Finding{sock}
 	if missing {
 		return findings
 	}
@@ -444,21 +338,21 @@ func (c *doctorCommand) agentDown() string {
 
 // checkSocket reports whether -uid can connect to the socket; missing is
 // true when there is no socket (the agent is down).
-func (c *doctorCommand) checkSocket() (f finding, missing bool) {
-	f = finding{Check: "agent.socket"}
+func (c *doctorCommand) checkSocket() (f doctor.Finding, missing bool) {
+	f = doctor.Finding{Check: "agent.socket"}
 	who, note := c.who()
 	subject := fmt.Sprintf("uid %d%s", who.uid, note)
 	den, err := socketAccess(c.socketPath, who)
 	switch {
 	case errors.Is(err, errSocketMissing):
-		f.Status, f.Detail, f.Resolution = statusCrit, fmt.Sprintf("%v: the agent is not running or serves another path", err), c.agentDown()
+		f.Status, f.Detail, f.Resolution = doctor.Crit, fmt.Sprintf("%v: the agent is not running or serves another path", err), c.agentDown()
 		return f, true
 	case err != nil:
-		f.Status, f.Detail = statusCrit, fmt.Sprintf("cannot inspect the socket path for %s: %v", subject, err)
+		f.Status, f.Detail = doctor.Crit, fmt.Sprintf("cannot inspect the socket path for %s: %v", subject, err)
 		f.Resolution = c.permissionSteps(filepath.Dir(c.socketPath))
 		return f, false
 	case den != nil:
-		f.Status = statusCrit
+		f.Status = doctor.Crit
 		f.Detail = fmt.Sprintf("%s cannot reach %s: %s needs %s (mode %s, owner %d:%d, the %q bits apply)",
 			subject, c.socketPath, den.path, den.need(), den.mode.Perm(), den.uid, den.gid, den.class)
 		perm := "x"
@@ -471,7 +365,7 @@ func (c *doctorCommand) checkSocket() (f finding, missing bool) {
 			"  " + shellLine("chmod", den.class+"+"+perm, den.path)
 		return f, false
 	}
-	f.Status, f.Detail = statusOK, fmt.Sprintf("%s can reach %s", subject, c.socketPath)
+	f.Status, f.Detail = doctor.OK, fmt.Sprintf("%s can reach %s", subject, c.socketPath)
 	return f, false
 }
 
@@ -486,8 +380,8 @@ func (c *doctorCommand) permissionSteps(dir string) string {
 }
 
 // checkHealth asks the agent's gRPC health service, as healthcheck does.
-func (c *doctorCommand) checkHealth(ctx context.Context) (finding, bool) {
-	f := finding{Check: "agent.health"}
+func (c *doctorCommand) checkHealth(ctx context.Context) (doctor.Finding, bool) {
+	f := doctor.Finding{Check: "agent.health"}
 	target, err := socketTarget(c.socketPath)
 	if err == nil {
 		var conn *grpc.ClientConn
@@ -499,19 +393,19 @@ func (c *doctorCommand) checkHealth(ctx context.Context) (finding, bool) {
 			var resp *healthpb.HealthCheckResponse
 			resp, err = healthpb.NewHealthClient(conn).Check(cctx, &healthpb.HealthCheckRequest{})
 			if err == nil && resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-				f.Status, f.Detail, f.Resolution = statusCrit, fmt.Sprintf("agent reports %s", resp.GetStatus()), c.agentDown()
+				f.Status, f.Detail, f.Resolution = doctor.Crit, fmt.Sprintf("agent reports %s", resp.GetStatus()), c.agentDown()
 				return f, true
 			}
 		}
 	}
 	if err != nil {
-		f.Status, f.Detail, f.Resolution = statusCrit, fmt.Sprintf("agent does not answer on %s: %v", c.socketPath, err), c.agentDown()
+		f.Status, f.Detail, f.Resolution = doctor.Crit, fmt.Sprintf("agent does not answer on %s: %v", c.socketPath, err), c.agentDown()
 		if strings.Contains(err.Error(), "permission denied") {
 			f.Resolution = "Socket Permission Denied:\n" + c.permissionSteps(filepath.Dir(c.socketPath))
 		}
 		return f, false
 	}
-	f.Status, f.Detail = statusOK, "Agent is healthy."
+	f.Status, f.Detail = doctor.OK, "Agent is healthy."
 	return f, true
 }
 
@@ -536,11 +430,11 @@ func (c *doctorCommand) entryCommands() string {
 
 // checkIdentity fetches the caller's X.509 context with go-spiffe's
 // Workload API client and judges the expiry of each SVID.
-func (c *doctorCommand) checkIdentity(ctx context.Context) []finding {
-	f := finding{Check: "agent.identity"}
+func (c *doctorCommand) checkIdentity(ctx context.Context) []doctor.Finding {
+	f := doctor.Finding{Check: "agent.identity"}
 	target, err := socketTarget(c.socketPath)
 	if err != nil {
-		return []finding{{Check: f.Check, Status: statusCrit, Detail: err.Error()}}
+		return []doctor.Finding{{Check: f.Check, Status: doctor.Crit, Detail: err.Error()}}
 	}
 	cctx, cancel := context.WithTimeout(ctx, time.Duration(c.timeout))
 	defer cancel()
@@ -548,14 +442,14 @@ func (c *doctorCommand) checkIdentity(ctx context.Context) []finding {
 	caller := fmt.Sprintf("the caller (uid %d)", os.Getuid())
 	switch {
 	case status.Code(err) == codes.PermissionDenied:
-		f.Status = statusCrit
+		f.Status = doctor.Crit
 		f.Detail = fmt.Sprintf("%s gets no identity: no entry matches this workload's selectors (%v)", caller, err)
 		f.Resolution = c.entryCommands()
-		return []finding{f}
+		return []doctor.Finding{f}
 	case err != nil:
-		f.Status, f.Detail = statusCrit, fmt.Sprintf("%s could not fetch an X509-SVID: %v", caller, err)
+		f.Status, f.Detail = doctor.Crit, fmt.Sprintf("%s could not fetch an X509-SVID: %v", caller, err)
 		f.Resolution = c.agentDown()
-		return []finding{f}
+		return []doctor.Finding{f}
 	}
 	ids := make([]string, len(x.SVIDs))
 	for i, s := range x.SVIDs {
@@ -565,8 +459,8 @@ func (c *doctorCommand) checkIdentity(ctx context.Context) []finding {
 	if len(ids) == 1 {
 		noun = "X509-SVID"
 	}
-	f.Status, f.Detail = statusOK, fmt.Sprintf("%s gets %d %s: %s", caller, len(ids), noun, strings.Join(ids, ", "))
-	out := []finding{f}
+	f.Status, f.Detail = doctor.OK, fmt.Sprintf("%s gets %d %s: %s", caller, len(ids), noun, strings.Join(ids, ", "))
+	out := []doctor.Finding{f}
 	now := c.e.now()
 	for _, s := range x.SVIDs {
 		out = append(out, c.judgeSVID(s.ID.String(), s.Certificates[0].NotBefore, s.Certificates[0].NotAfter, now))
@@ -574,17 +468,17 @@ func (c *doctorCommand) checkIdentity(ctx context.Context) []finding {
 	return out
 }
 
-func (c *doctorCommand) judgeSVID(id string, notBefore, notAfter, now time.Time) finding {
-	f := finding{Check: "agent.svid"}
+func (c *doctorCommand) judgeSVID(id string, notBefore, notAfter, now time.Time) doctor.Finding {
+	f := doctor.Finding{Check: "agent.svid"}
 	life := notAfter.Sub(notBefore)
 	left := notAfter.Sub(now).Round(time.Second)
 	at := notAfter.UTC().Format(time.RFC3339)
-	f.Status = expiryStatus(notAfter, life, time.Duration(c.threshold), now)
+	f.Status = doctor.ExpiryStatus(notAfter, life, time.Duration(c.threshold), now)
 	switch f.Status {
-	case statusOK:
+	case doctor.OK:
 		f.Detail = fmt.Sprintf("%s expires at %s (in %s of a %s lifetime)", id, at, left, life)
 		return f
-	case statusCrit:
+	case doctor.Crit:
 		f.Detail = fmt.Sprintf("%s expired at %s and is still served", id, at)
 	default:
 		f.Detail = fmt.Sprintf("%s expires at %s (in %s, under %s) and was not renewed at half of its %s lifetime", id, at, left, time.Duration(c.threshold), life)
@@ -603,8 +497,8 @@ func (c *doctorCommand) judgeSVID(id string, notBefore, notAfter, now time.Time)
 
 // checkJWT fetches a JWT-SVID for -audience and checks it against the
 // runbook's minimum TTL of 3600 s.
-func (c *doctorCommand) checkJWT(ctx context.Context) finding {
-	f := finding{Check: "agent.jwt"}
+func (c *doctorCommand) checkJWT(ctx context.Context) doctor.Finding {
+	f := doctor.Finding{Check: "agent.jwt"}
 	expired := "Se JWT expirado:\n" +
 		"- Verificar TTL configurado (deve ser >= 3600s):\n" +
 		"  spire-server entry show -selector " + shellQuote("unix:uid:"+strconv.Itoa(os.Getuid())) + "\n" +
@@ -613,23 +507,23 @@ func (c *doctorCommand) checkJWT(ctx context.Context) finding {
 		"  kubectl rollout restart deployment/<deployment> -n <namespace>"
 	target, err := socketTarget(c.socketPath)
 	if err != nil {
-		return finding{Check: f.Check, Status: statusCrit, Detail: err.Error()}
+		return doctor.Finding{Check: f.Check, Status: doctor.Crit, Detail: err.Error()}
 	}
 	cctx, cancel := context.WithTimeout(ctx, time.Duration(c.timeout))
 	defer cancel()
 	client, err := workloadapi.New(cctx, workloadapi.WithAddr(target))
 	if err != nil {
-		return finding{Check: f.Check, Status: statusCrit, Detail: err.Error(), Resolution: c.agentDown()}
+		return doctor.Finding{Check: f.Check, Status: doctor.Crit, Detail: err.Error(), Resolution: c.agentDown()}
 	}
 	defer client.Close()
 	aud := strings.Join(c.audience, ",")
 	svid, err := client.FetchJWTSVID(cctx, jwtsvid.Params{Audience: c.audience[0], ExtraAudiences: c.audience[1:]})
 	switch {
 	case status.Code(err) == codes.PermissionDenied:
-		f.Status, f.Detail, f.Resolution = statusCrit, fmt.Sprintf("no JWT-SVID for audience %s: no entry matches this workload's selectors (%v)", aud, err), c.entryCommands()
+		f.Status, f.Detail, f.Resolution = doctor.Crit, fmt.Sprintf("no JWT-SVID for audience %s: no entry matches this workload's selectors (%v)", aud, err), c.entryCommands()
 		return f
 	case err != nil:
-		f.Status, f.Detail, f.Resolution = statusCrit, fmt.Sprintf("could not fetch a JWT-SVID for audience %s: %v", aud, err), expired
+		f.Status, f.Detail, f.Resolution = doctor.Crit, fmt.Sprintf("could not fetch a JWT-SVID for audience %s: %v", aud, err), expired
 		return f
 	}
 	now := c.e.now()
@@ -640,11 +534,11 @@ func (c *doctorCommand) checkJWT(ctx context.Context) finding {
 	at := svid.Expiry.UTC().Format(time.RFC3339)
 	switch {
 	case !svid.Expiry.After(now):
-		f.Status, f.Detail = statusCrit, fmt.Sprintf("JWT-SVID for %s (audience %s) expired at %s", svid.ID, aud, at)
+		f.Status, f.Detail = doctor.Crit, fmt.Sprintf("JWT-SVID for %s (audience %s) expired at %s", svid.ID, aud, at)
 	case ttl > 0 && ttl < runbookTTL:
-		f.Status, f.Detail = statusWarn, fmt.Sprintf("JWT-SVID for %s (audience %s) has a TTL of %s, under the runbook's 3600s; expires at %s", svid.ID, aud, ttl, at)
+		f.Status, f.Detail = doctor.Warn, fmt.Sprintf("JWT-SVID for %s (audience %s) has a TTL of %s, under the runbook's 3600s; expires at %s", svid.ID, aud, ttl, at)
 	default:
-		f.Status, f.Detail = statusOK, fmt.Sprintf("JWT-SVID for %s (audience %s) expires at %s (TTL %s)", svid.ID, aud, at, ttl)
+		f.Status, f.Detail = doctor.OK, fmt.Sprintf("JWT-SVID for %s (audience %s) expires at %s (TTL %s)", svid.ID, aud, at, ttl)
 		return f
 	}
 	f.Resolution = expired

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/neural-hive/hive-identity/internal/doctor"
 	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -23,73 +24,6 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 )
-
-func TestDoctorReportFormat(t *testing.T) {
-	r := newDoctorReport([]finding{
-		{Check: "agent.health", Status: statusOK, Detail: "Agent is healthy."},
-		{Check: "agent.svid", Status: statusWarn, Detail: "spiffe://td/x expires soon", Resolution: "Incident: X.509-SVID Expiration\n  curl -s x | jq '.svids[0].expires_at'"},
-		{Check: "agent.socket", Status: statusCrit, Detail: "uid 65534 cannot reach /s", Resolution: "1. Verificar permissoes do socket:\n  ls -la /s/\n"},
-	})
-	var pretty strings.Builder
-	if err := r.writePretty(&pretty); err != nil {
-		t.Fatal(err)
-	}
-	want := "OK    agent.health: Agent is healthy.\n" +
-		"WARN  agent.svid: spiffe://td/x expires soon\n" +
-		"      Incident: X.509-SVID Expiration\n" +
-		"        curl -s x | jq '.svids[0].expires_at'\n" +
-		"CRIT  agent.socket: uid 65534 cannot reach /s\n" +
-		"      1. Verificar permissoes do socket:\n" +
-		"        ls -la /s/\n" +
-		"\nSummary: CRIT (1 OK, 1 WARN, 1 CRIT)\n"
-	if pretty.String() != want {
-		t.Errorf("pretty:\n%s\nwant:\n%s", pretty.String(), want)
-	}
-	if r.exitCode() != exitFailure {
-		t.Errorf("exit %d with a CRIT finding", r.exitCode())
-	}
-	var js strings.Builder
-	if err := r.writeJSON(&js); err != nil {
-		t.Fatal(err)
-	}
-	var back doctorReport
-	if err := json.Unmarshal([]byte(js.String()), &back); err != nil {
-		t.Fatal(err)
-	}
-	if len(back.Findings) != 3 || back.Findings[2] != r.Findings[2] || back.Summary != (doctorSummary{Status: statusCrit, OK: 1, Warn: 1, Crit: 1}) {
-		t.Errorf("json round trip: %+v", back)
-	}
-	if !strings.Contains(js.String(), `"resolution":"Incident: X.509-SVID Expiration\n  curl -s x | jq '.svids[0].expires_at'"`) {
-		t.Errorf("json escapes the resolution: %s", js.String())
-	}
-	if ok := newDoctorReport([]finding{{Status: statusOK}, {Status: statusWarn}}); ok.exitCode() != exitOK || ok.Summary.Status != statusWarn {
-		t.Errorf("warnings only: %+v", ok.Summary)
-	}
-}
-
-func TestDoctorExpiryStatus(t *testing.T) {
-	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	for _, tt := range []struct {
-		name      string
-		left      time.Duration
-		life      time.Duration
-		threshold time.Duration
-		want      string
-	}{
-		{name: "ok/runbook ttl half-way", left: 31 * time.Minute, life: time.Hour, threshold: runbookTTL, want: statusOK},
-		{name: "warn/runbook ttl not renewed", left: 20 * time.Minute, life: time.Hour, threshold: runbookTTL, want: statusWarn},
-		{name: "ok/under threshold before renewal point", left: 18 * time.Second, life: 40 * time.Second, threshold: 20 * time.Second, want: statusOK},
-		{name: "warn/short ttl not renewed", left: 14 * time.Second, life: 40 * time.Second, threshold: 20 * time.Second, want: statusWarn},
-		{name: "ok/not renewed but above threshold", left: 14 * time.Second, life: 40 * time.Second, threshold: 10 * time.Second, want: statusOK},
-		{name: "crit/expired", left: -time.Second, life: time.Hour, threshold: runbookTTL, want: statusCrit},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := expiryStatus(now.Add(tt.left), tt.life, tt.threshold, now); got != tt.want {
-				t.Errorf("got %s, want %s", got, tt.want)
-			}
-		})
-	}
-}
 
 // listenSocket creates a unix socket at path with mode, closed at the end of the test.
 func listenSocket(t *testing.T, path string, mode os.FileMode) {
@@ -338,7 +272,7 @@ func startDeniedWorkloadAPI(t *testing.T) string {
 }
 
 // doctorRun runs doctor -output json at now and returns the exit code and findings by check.
-func doctorRun(t *testing.T, now time.Time, args ...string) (int, map[string][]finding, string) {
+func doctorRun(t *testing.T, now time.Time, args ...string) (int, map[string][]doctor.Finding, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
@@ -346,11 +280,11 @@ func doctorRun(t *testing.T, now time.Time, args ...string) (int, map[string][]f
 	if got.stderr != "" {
 		t.Fatalf("stderr: %s", got.stderr)
 	}
-	var report doctorReport
+	var report doctor.Report
 	if err := json.Unmarshal([]byte(got.stdout), &report); err != nil {
 		t.Fatalf("%v: %s", err, got.stdout)
 	}
-	byCheck := map[string][]finding{}
+	byCheck := map[string][]doctor.Finding{}
 	for _, f := range report.Findings {
 		byCheck[f.Check] = append(byCheck[f.Check], f)
 	}
@@ -369,19 +303,19 @@ func TestAgentDoctor(t *testing.T) {
 		setup  func(f *fakeWorkloadAPI)
 		exit   int
 		check  string
-		status string
+		status doctor.Status
 		detail string
 		resol  string
 	}{
-		{name: "ok/socket reachable", check: "agent.socket", status: statusOK, detail: "uid " + myUID + " can reach "},
-		{name: "ok/healthy", check: "agent.health", status: statusOK, detail: "Agent is healthy."},
-		{name: "ok/identity", check: "agent.identity", status: statusOK,
+		{name: "ok/socket reachable", check: "agent.socket", status: doctor.OK, detail: "uid " + myUID + " can reach "},
+		{name: "ok/healthy", check: "agent.health", status: doctor.OK, detail: "Agent is healthy."},
+		{name: "ok/identity", check: "agent.identity", status: doctor.OK,
 			detail: "the caller (uid " + myUID + ") gets 1 X509-SVID: spiffe://neural-hive.local/ns/neural-hive-execution/sa/worker-agents"},
-		{name: "ok/fresh SVID under the runbook threshold", at: 20 * time.Minute, check: "agent.svid", status: statusOK, detail: "(in 40m0s of a 1h0m10s lifetime)"},
-		{name: "warn/SVID not renewed at half-life", at: 40 * time.Minute, check: "agent.svid", status: statusWarn,
+		{name: "ok/fresh SVID under the runbook threshold", at: 20 * time.Minute, check: "agent.svid", status: doctor.OK, detail: "(in 40m0s of a 1h0m10s lifetime)"},
+		{name: "warn/SVID not renewed at half-life", at: 40 * time.Minute, check: "agent.svid", status: doctor.Warn,
 			detail: "(in 20m0s, under 1h0m0s) and was not renewed at half of its 1h0m10s lifetime", resol: "Forcar renovacao (restart pod)"},
-		{name: "ok/small threshold", at: 40 * time.Minute, args: []string{"-threshold", "600"}, check: "agent.svid", status: statusOK},
-		{name: "fail/expired SVID still served", at: 2 * time.Hour, exit: 1, check: "agent.svid", status: statusCrit, detail: "and is still served",
+		{name: "ok/small threshold", at: 40 * time.Minute, args: []string{"-threshold", "600"}, check: "agent.svid", status: doctor.OK},
+		{name: "fail/expired SVID still served", at: 2 * time.Hour, exit: 1, check: "agent.svid", status: doctor.Crit, detail: "and is still served",
 			resol: "jq '.svids[0].expires_at'"},
 		{name: "warn/JWT TTL under the runbook's", args: []string{"-audience", "svc-a,svc-b"},
 			setup: func(f *fakeWorkloadAPI) {
@@ -390,13 +324,13 @@ func TestAgentDoctor(t *testing.T) {
 						Svid: ca.jwtSVID("/ns/neural-hive-execution/sa/worker-agents", req.Audience)}}}, nil
 				}
 			},
-			check: "agent.jwt", status: statusWarn, detail: "(audience svc-a,svc-b) has a TTL of 5m0s, under the runbook's 3600s",
+			check: "agent.jwt", status: doctor.Warn, detail: "(audience svc-a,svc-b) has a TTL of 5m0s, under the runbook's 3600s",
 			resol: "Verificar TTL configurado (deve ser >= 3600s)"},
-		{name: "fail/no JWT-SVID", args: []string{"-audience", "svc"}, exit: 1, check: "agent.jwt", status: statusCrit,
+		{name: "fail/no JWT-SVID", args: []string{"-audience", "svc"}, exit: 1, check: "agent.jwt", status: doctor.Crit,
 			detail: "no entry matches this workload's selectors", resol: "Se entry SPIFFE ausente: Recriar entry"},
 		{name: "fail/agent not serving", exit: 1, setup: func(f *fakeWorkloadAPI) {
 			f.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-		}, check: "agent.health", status: statusCrit, detail: "agent reports NOT_SERVING",
+		}, check: "agent.health", status: doctor.Crit, detail: "agent reports NOT_SERVING",
 			resol: "kubectl rollout restart daemonset/spire-agent -n spire-system"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -412,7 +346,7 @@ func TestAgentDoctor(t *testing.T) {
 
 	t.Run("fail/no entry matches the caller", func(t *testing.T) {
 		exit, byCheck, out := doctorRun(t, now, "-socketPath", startDeniedWorkloadAPI(t), "-parentID", "spiffe://example.org/agent")
-		assertFinding(t, exit, byCheck, out, 1, "agent.identity", statusCrit, "gets no identity: no entry matches this workload's selectors",
+		assertFinding(t, exit, byCheck, out, 1, "agent.identity", doctor.Crit, "gets no identity: no entry matches this workload's selectors",
 			"  spire-server entry create -spiffeID spiffe://example.org/ns/<namespace>/sa/<service-account> -parentID spiffe://example.org/agent -selector unix:uid:"+myUID+" -ttl 3600\n")
 	})
 
@@ -423,10 +357,10 @@ func TestAgentDoctor(t *testing.T) {
 		dir, sock := startFakeWorkloadAPI(t, &fakeWorkloadAPI{x509: &workload.X509SVIDResponse{Svids: []*workload.X509SVID{svid}}})
 		chmod(t, dir, 0o700)
 		exit, byCheck, out := doctorRun(t, now, "-socketPath", sock, "-uid", "65534")
-		assertFinding(t, exit, byCheck, out, 1, "agent.socket", statusCrit,
+		assertFinding(t, exit, byCheck, out, 1, "agent.socket", doctor.Crit,
 			dir+" needs search (x) permission on the directory (mode -rwx------", "  chmod o+x "+dir)
 		// The caller's own checks still run.
-		if h := byCheck["agent.health"]; len(h) != 1 || h[0].Status != statusOK {
+		if h := byCheck["agent.health"]; len(h) != 1 || h[0].Status != doctor.OK {
 			t.Errorf("health %+v", h)
 		}
 	})
@@ -434,7 +368,7 @@ func TestAgentDoctor(t *testing.T) {
 	t.Run("fail/agent down", func(t *testing.T) {
 		sock := filepath.Join(tempDir(t), "a", "api.sock")
 		exit, byCheck, out := doctorRun(t, now, "-socketPath", sock)
-		assertFinding(t, exit, byCheck, out, 1, "agent.socket", statusCrit, "socket does not exist", "spire-agent healthcheck -socketPath "+sock)
+		assertFinding(t, exit, byCheck, out, 1, "agent.socket", doctor.Crit, "socket does not exist", "spire-agent healthcheck -socketPath "+sock)
 		if len(byCheck) != 1 {
 			t.Errorf("checks after a missing socket:\n%s", out)
 		}
@@ -452,7 +386,7 @@ func TestAgentDoctor(t *testing.T) {
 	})
 }
 
-func assertFinding(t *testing.T, exit int, byCheck map[string][]finding, out string, wantExit int, check, wantStatus, detail, resol string) {
+func assertFinding(t *testing.T, exit int, byCheck map[string][]doctor.Finding, out string, wantExit int, check string, wantStatus doctor.Status, detail, resol string) {
 	t.Helper()
 	if exit != wantExit {
 		t.Errorf("exit %d, want %d\n%s", exit, wantExit, out)
@@ -462,7 +396,7 @@ func assertFinding(t *testing.T, exit int, byCheck map[string][]finding, out str
 			if f.Status != wantStatus || !strings.Contains(f.Resolution, resol) {
 				t.Errorf("finding %+v\nwant status %s and resolution with %q", f, wantStatus, resol)
 			}
-			if wantStatus == statusOK && f.Resolution != "" {
+			if wantStatus == doctor.OK && f.Resolution != "" {
 				t.Errorf("OK finding with a resolution: %q", f.Resolution)
 			}
 			return

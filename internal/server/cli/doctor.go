@@ -4,15 +4,14 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/neural-hive/hive-identity/internal/doctor"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
 	bundlev1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/bundle/v1"
@@ -28,96 +27,9 @@ import (
 
 const doctorSynopsis = "Extension: diagnoses the server as the runbook does and prints each finding with its resolution"
 
-// Finding statuses, from best to worst.
-const (
-	statusOK   = "OK"
-	statusWarn = "WARN"
-	statusCrit = "CRIT"
-)
-
 // runbookTTL is the SVID TTL of the runbook's `entry create -ttl 3600` and
 // its alert threshold for X.509-SVID expiry.
 const runbookTTL = 3600 * time.Second
-
-// finding is one result of a doctor check.
-type finding struct {
-	Check      string `json:"check"`
-	Status     string `json:"status"`
-	Detail     string `json:"detail"`
-	Resolution string `json:"resolution"`
-}
-
-// doctorSummary counts findings per status; Status is the worst one.
-type doctorSummary struct {
-	Status string `json:"status"`
-	OK     int    `json:"ok"`
-	Warn   int    `json:"warn"`
-	Crit   int    `json:"crit"`
-}
-
-// doctorReport is the -output json document.
-type doctorReport struct {
-	Findings []finding     `json:"findings"`
-	Summary  doctorSummary `json:"summary"`
-}
-
-func newDoctorReport(findings []finding) doctorReport {
-	r := doctorReport{Findings: findings, Summary: doctorSummary{Status: statusOK}}
-	if r.Findings == nil {
-		r.Findings = []finding{}
-	}
-	for _, f := range findings {
-		switch f.Status {
-		case statusCrit:
-			r.Summary.Crit++
-			r.Summary.Status = statusCrit
-		case statusWarn:
-			r.Summary.Warn++
-			if r.Summary.Status == statusOK {
-				r.Summary.Status = statusWarn
-			}
-		default:
-			r.Summary.OK++
-		}
-	}
-	return r
-}
-
-// exitCode is 1 when a finding is critical, 0 otherwise.
-func (r doctorReport) exitCode() int {
-	if r.Summary.Crit > 0 {
-		return 1
-	}
-	return 0
-}
-
-// writePretty prints a line per finding (status, check, detail) with its
-// resolution indented below it, then the summary.
-func (r doctorReport) writePretty(w io.Writer) error {
-	var b strings.Builder
-	for _, f := range r.Findings {
-		fmt.Fprintf(&b, "%-4s  %s: %s\n", f.Status, f.Check, f.Detail)
-		if f.Resolution != "" {
-			for line := range strings.SplitSeq(strings.TrimRight(f.Resolution, "\n"), "\n") {
-				if line == "" {
-					b.WriteString("\n")
-					continue
-				}
-				b.WriteString("      " + line + "\n")
-			}
-		}
-	}
-	fmt.Fprintf(&b, "\nSummary: %s (%d OK, %d WARN, %d CRIT)\n", r.Summary.Status, r.Summary.OK, r.Summary.Warn, r.Summary.Crit)
-	_, err := io.WriteString(w, b.String())
-	return err
-}
-
-// writeJSON prints the report as one JSON object.
-func (r doctorReport) writeJSON(w io.Writer) error {
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false) // resolutions hold shell commands with "<" and ">"
-	return enc.Encode(r)
-}
 
 // durationFlag is a duration given in seconds ("3600") or as a Go duration ("1h").
 type durationFlag time.Duration
@@ -135,24 +47,6 @@ func (d *durationFlag) Set(v string) error {
 	}
 	*d = durationFlag(x)
 	return nil
-}
-
-// expiryStatus judges an SVID valid until notAfter whose lifetime is life,
-// at now: CRIT once expired; WARN when less than threshold remains and it is
-// past its renewal point (half of its lifetime, less a grace of a tenth of
-// it and at least 5 s), which a healthy rotation never reaches; OK otherwise.
-// Judging against the renewal point keeps the runbook's 3600 s alert from
-// flagging healthy SVIDs issued with -ttl 3600.
-func expiryStatus(notAfter time.Time, life, threshold time.Duration, now time.Time) string {
-	left := notAfter.Sub(now)
-	if left <= 0 {
-		return statusCrit
-	}
-	renewBy := life/2 - max(life/10, 5*time.Second)
-	if left < threshold && left < renewBy {
-		return statusWarn
-	}
-	return statusOK
 }
 
 // shellQuote quotes s for a POSIX shell when it needs it.
@@ -209,17 +103,17 @@ func setupDoctor(fs *flag.FlagSet, e *env) func(ctx context.Context) int {
 			return 1
 		}
 		defer c.close()
-		report := newDoctorReport(d.run(ctx, c))
+		report := doctor.NewReport(d.run(ctx, c))
 		if d.output.json {
-			err = report.writeJSON(e.stdout)
+			err = report.WriteJSON(e.stdout)
 		} else {
-			err = report.writePretty(e.stdout)
+			err = report.WritePretty(e.stdout)
 		}
 		if err != nil {
 			_ = e.errorf("Error: %s\n", err)
 			return 1
 		}
-		return report.exitCode()
+		return report.ExitCode()
 	}
 }
 
@@ -239,9 +133,9 @@ func (d *serverDoctor) cmd(words ...string) string {
 }
 
 // run runs every check; when the server does not answer, the others are skipped.
-func (d *serverDoctor) run(ctx context.Context, c *client) []finding {
+func (d *serverDoctor) run(ctx context.Context, c *client) []doctor.Finding {
 	health, reachable := d.checkHealth(ctx, c)
-	findings := []finding{health}
+	findings := []doctor.Finding{health}
 	if !reachable {
 		return findings
 	}
@@ -252,18 +146,18 @@ func (d *serverDoctor) run(ctx context.Context, c *client) []finding {
 	return findings
 }
 
-func (d *serverDoctor) checkHealth(ctx context.Context, c *client) (finding, bool) {
-	f := finding{Check: "server.health"}
+func (d *serverDoctor) checkHealth(ctx context.Context, c *client) (doctor.Finding, bool) {
+	f := doctor.Finding{Check: "server.health"}
 	cctx, cancel := d.call(ctx)
 	defer cancel()
 	resp, err := c.health().Check(cctx, &grpc_health_v1.HealthCheckRequest{})
 	switch {
 	case err != nil:
-		f.Status, f.Detail = statusCrit, fmt.Sprintf("server does not answer on %s: %v", d.socketPath, err)
+		f.Status, f.Detail = doctor.Crit, fmt.Sprintf("server does not answer on %s: %v", d.socketPath, err)
 	case resp.Status != grpc_health_v1.HealthCheckResponse_SERVING:
-		f.Status, f.Detail = statusCrit, fmt.Sprintf("server reports %s", resp.Status)
+		f.Status, f.Detail = doctor.Crit, fmt.Sprintf("server reports %s", resp.Status)
 	default:
-		return finding{Check: f.Check, Status: statusOK, Detail: "Server is healthy."}, true
+		return doctor.Finding{Check: f.Check, Status: doctor.OK, Detail: "Server is healthy."}, true
 	}
 	f.Resolution = "Verificar Saude do SPIRE Server:\n" +
 		"  " + d.cmd("healthcheck", "-verbose") + "\n" +
@@ -288,24 +182,24 @@ func (d *serverDoctor) trustDomain(ctx context.Context, c *client) string {
 	return "<trust-domain>"
 }
 
-func (d *serverDoctor) checkEntries(ctx context.Context, c *client, td string) []finding {
-	count := finding{Check: "server.entries"}
+func (d *serverDoctor) checkEntries(ctx context.Context, c *client, td string) []doctor.Finding {
+	count := doctor.Finding{Check: "server.entries"}
 	cctx, cancel := d.call(ctx)
 	resp, err := c.entry().CountEntries(cctx, &entryv1.CountEntriesRequest{})
 	cancel()
 	switch {
 	case err != nil:
-		count.Status, count.Detail = statusCrit, fmt.Sprintf("could not count entries: %v", err)
+		count.Status, count.Detail = doctor.Crit, fmt.Sprintf("could not count entries: %v", err)
 	case resp.Count == 0:
-		count.Status, count.Detail = statusWarn, "no registration entries: no workload can get an identity"
+		count.Status, count.Detail = doctor.Warn, "no registration entries: no workload can get an identity"
 		count.Resolution = "Criar Nova Entry SPIFFE:\n  " + d.cmd("entry", "create",
 			"-spiffeID", "spiffe://"+td+"/ns/<namespace>/sa/<service-account>",
 			"-parentID", d.defaultParent(td),
 			"-selector", "k8s:ns:<namespace>", "-selector", "k8s:sa:<service-account>", "-ttl", "3600")
 	default:
-		count.Status, count.Detail = statusOK, fmt.Sprintf("%d registration %s", resp.Count, plural(int(resp.Count), "entry", "entries"))
+		count.Status, count.Detail = doctor.OK, fmt.Sprintf("%d registration %s", resp.Count, plural(int(resp.Count), "entry", "entries"))
 	}
-	findings := []finding{count}
+	findings := []doctor.Finding{count}
 	if d.spiffeID != "" || len(d.selectors) > 0 {
 		findings = append(findings, d.checkEntry(ctx, c, td))
 	}
@@ -322,14 +216,14 @@ func (d *serverDoctor) defaultParent(td string) string {
 // checkEntry looks for an entry issuing -spiffeID to a workload with the
 // -selector set: the entry's selectors must be a subset of the given ones,
 // as when the agent matches a workload.
-func (d *serverDoctor) checkEntry(ctx context.Context, c *client, td string) finding {
-	f := finding{Check: "server.entry"}
+func (d *serverDoctor) checkEntry(ctx context.Context, c *client, td string) doctor.Finding {
+	f := doctor.Finding{Check: "server.entry"}
 	var what []string
 	filter := &entryv1.ListEntriesRequest_Filter{}
 	if d.spiffeID != "" {
 		id, err := protoID(d.spiffeID)
 		if err != nil {
-			f.Status, f.Detail = statusCrit, fmt.Sprintf("invalid -spiffeID %q: %v", d.spiffeID, err)
+			f.Status, f.Detail = doctor.Crit, fmt.Sprintf("invalid -spiffeID %q: %v", d.spiffeID, err)
 			return f
 		}
 		filter.BySpiffeId = id
@@ -339,7 +233,7 @@ func (d *serverDoctor) checkEntry(ctx context.Context, c *client, td string) fin
 	if len(d.selectors) > 0 {
 		var err error
 		if selectors, err = parseSelectors(d.selectors); err != nil {
-			f.Status, f.Detail = statusCrit, err.Error()
+			f.Status, f.Detail = doctor.Crit, err.Error()
 			return f
 		}
 		filter.BySelectors = &types.SelectorMatch{Selectors: selectors, Match: types.SelectorMatch_MATCH_SUBSET}
@@ -348,19 +242,19 @@ func (d *serverDoctor) checkEntry(ctx context.Context, c *client, td string) fin
 	subject := strings.Join(what, " with ")
 	found, err := d.listEntries(ctx, c, filter)
 	if err != nil {
-		f.Status, f.Detail = statusCrit, fmt.Sprintf("could not list entries for %s: %v", subject, err)
+		f.Status, f.Detail = doctor.Crit, fmt.Sprintf("could not list entries for %s: %v", subject, err)
 		return f
 	}
 	if len(found) > 0 {
 		e := found[0]
-		f.Status = statusOK
+		f.Status = doctor.OK
 		f.Detail = fmt.Sprintf("entry %s issues %s to [%s] under %s", e.Id, idString(e.SpiffeId), selectorList(e.Selectors), idString(e.ParentId))
 		if len(found) > 1 {
 			f.Detail += fmt.Sprintf(" (and %d more)", len(found)-1)
 		}
 		return f
 	}
-	f.Status = statusCrit
+	f.Status = doctor.Crit
 	f.Detail = "no entry for " + subject
 	parent := d.parentID
 	if d.spiffeID != "" && len(selectors) > 0 {
@@ -438,7 +332,7 @@ func selectorList(sels []*types.Selector) string {
 // checkAgents flags banned agents, agents whose SVID expired (down, or
 // unable to renew) and agents past their renewal point with less than
 // -threshold left (not syncing with the server).
-func (d *serverDoctor) checkAgents(ctx context.Context, c *client, td string) []finding {
+func (d *serverDoctor) checkAgents(ctx context.Context, c *client, td string) []doctor.Finding {
 	var agents []*types.Agent
 	token := ""
 	for {
@@ -447,7 +341,7 @@ func (d *serverDoctor) checkAgents(ctx context.Context, c *client, td string) []
 			OutputMask: &types.AgentMask{AttestationType: true, X509SvidExpiresAt: true, Banned: true, CanReattest: true}})
 		cancel()
 		if err != nil {
-			return []finding{{Check: "server.agents", Status: statusCrit, Detail: fmt.Sprintf("could not list agents: %v", err)}}
+			return []doctor.Finding{{Check: "server.agents", Status: doctor.Crit, Detail: fmt.Sprintf("could not list agents: %v", err)}}
 		}
 		agents = append(agents, page.Agents...)
 		if token = page.NextPageToken; token == "" {
@@ -455,7 +349,7 @@ func (d *serverDoctor) checkAgents(ctx context.Context, c *client, td string) []
 		}
 	}
 	now := d.e.clock()
-	var findings []finding
+	var findings []doctor.Finding
 	current := 0
 	for _, a := range agents {
 		if f, ok := d.judgeAgent(a, td, now); ok {
@@ -464,10 +358,10 @@ func (d *serverDoctor) checkAgents(ctx context.Context, c *client, td string) []
 			current++
 		}
 	}
-	summary := finding{Check: "server.agents", Status: statusOK,
+	summary := doctor.Finding{Check: "server.agents", Status: doctor.OK,
 		Detail: fmt.Sprintf("%d attested %s, %d renewing on time", len(agents), plural(len(agents), "agent", "agents"), current)}
 	if len(agents) == 0 {
-		summary.Status, summary.Detail = statusWarn, "no attested agents: no workload can get an identity"
+		summary.Status, summary.Detail = doctor.Warn, "no attested agents: no workload can get an identity"
 		summary.Resolution = "Verificar se SPIRE Agent esta rodando:\n" +
 			"  kubectl get pods -n spire-system -l app=spire-agent\n" +
 			"Se SPIRE Agent down:\n" +
@@ -476,16 +370,16 @@ func (d *serverDoctor) checkAgents(ctx context.Context, c *client, td string) []
 			"  " + d.cmd("token", "generate", "-spiffeID", "spiffe://"+td+"/ns/spire-system/sa/spire-agent") + "\n" +
 			"  spire-agent run -config <agent.conf> -joinToken <token>"
 	}
-	return append([]finding{summary}, findings...)
+	return append([]doctor.Finding{summary}, findings...)
 }
 
 // judgeAgent returns a finding for an agent that needs attention.
-func (d *serverDoctor) judgeAgent(a *types.Agent, td string, now time.Time) (finding, bool) {
+func (d *serverDoctor) judgeAgent(a *types.Agent, td string, now time.Time) (doctor.Finding, bool) {
 	id := idString(a.Id)
-	f := finding{Check: "server.agent"}
+	f := doctor.Finding{Check: "server.agent"}
 	expires := time.Unix(a.X509SvidExpiresAt, 0)
 	if a.Banned {
-		f.Status = statusWarn
+		f.Status = doctor.Warn
 		f.Detail = fmt.Sprintf("agent %s is banned: it gets no SVIDs and may not attest again", id)
 		f.Resolution = "Se o ban nao foi intencional, remover o registro do agent (ele pode atestar de novo) e reinicia-lo:\n" +
 			"  " + d.cmd("agent", "evict", "-spiffeID", id) + "\n" +
@@ -496,9 +390,9 @@ func (d *serverDoctor) judgeAgent(a *types.Agent, td string, now time.Time) (fin
 		"  kubectl get pods -n spire-system -l app=spire-agent\n" +
 		"Se SPIRE Agent down:\n" +
 		"  kubectl rollout restart daemonset/spire-agent -n spire-system"
-	switch expiryStatus(expires, time.Duration(d.agentTTL), time.Duration(d.threshold), now) {
-	case statusCrit:
-		f.Status = statusCrit
+	switch doctor.ExpiryStatus(expires, time.Duration(d.agentTTL), time.Duration(d.threshold), now) {
+	case doctor.Crit:
+		f.Status = doctor.Crit
 		f.Detail = fmt.Sprintf("agent %s (%s): SVID expired at %s; the agent is down or cannot reach the server", id, a.AttestationType, expires.UTC().Format(time.RFC3339))
 		f.Resolution = restart
 		if !a.CanReattest {
@@ -508,28 +402,28 @@ func (d *serverDoctor) judgeAgent(a *types.Agent, td string, now time.Time) (fin
 				"  " + d.cmd("agent", "evict", "-spiffeID", id)
 		}
 		return f, true
-	case statusWarn:
-		f.Status = statusWarn
+	case doctor.Warn:
+		f.Status = doctor.Warn
 		f.Detail = fmt.Sprintf("agent %s (%s): SVID expires at %s (in %s) and was not renewed at half-life; the agent has not synced with the server",
 			id, a.AttestationType, expires.UTC().Format(time.RFC3339), expires.Sub(now).Round(time.Second))
 		f.Resolution = restart + "\nVerificar os logs do agent:\n  kubectl logs -n spire-system daemonset/spire-agent --tail=100 | grep -i -e auth -e attestation"
 		return f, true
 	}
-	return finding{}, false
+	return doctor.Finding{}, false
 }
 
 // checkAuthorities flags a missing or expiring X.509 CA or JWT key, and an
 // X.509 CA past the point where rotation should have replaced it.
-func (d *serverDoctor) checkAuthorities(ctx context.Context, c *client) []finding {
+func (d *serverDoctor) checkAuthorities(ctx context.Context, c *client) []doctor.Finding {
 	now := d.e.clock()
 	threshold := time.Duration(d.threshold)
-	var out []finding
+	var out []doctor.Finding
 
 	cctx, cancel := d.call(ctx)
 	x, err := c.localAuthority().GetX509AuthorityState(cctx, &localauthorityv1.GetX509AuthorityStateRequest{})
 	cancel()
 	if err != nil {
-		out = append(out, finding{Check: "server.ca.x509", Status: statusCrit, Detail: fmt.Sprintf("could not get X.509 authorities: %v", err)})
+		out = append(out, doctor.Finding{Check: "server.ca.x509", Status: doctor.Crit, Detail: fmt.Sprintf("could not get X.509 authorities: %v", err)})
 	} else {
 		out = append(out, d.judgeAuthority("server.ca.x509", "x509", x.Active, x.Prepared, d.x509Lifetimes(ctx, c), threshold, now))
 	}
@@ -538,7 +432,7 @@ func (d *serverDoctor) checkAuthorities(ctx context.Context, c *client) []findin
 	j, err := c.localAuthority().GetJWTAuthorityState(cctx, &localauthorityv1.GetJWTAuthorityStateRequest{})
 	cancel()
 	if err != nil {
-		out = append(out, finding{Check: "server.ca.jwt", Status: statusCrit, Detail: fmt.Sprintf("could not get JWT authorities: %v", err)})
+		out = append(out, doctor.Finding{Check: "server.ca.jwt", Status: doctor.Crit, Detail: fmt.Sprintf("could not get JWT authorities: %v", err)})
 	} else {
 		out = append(out, d.judgeAuthority("server.ca.jwt", "jwt", j.Active, j.Prepared, nil, threshold, now))
 	}
@@ -570,8 +464,8 @@ func (d *serverDoctor) x509Lifetimes(ctx context.Context, c *client) map[string]
 // when, with its lifetime known, it is past the point where the prepared
 // successor should have been activated (a sixth of its life, at most 7 days,
 // as the rotation does).
-func (d *serverDoctor) judgeAuthority(check, kind string, active, prepared *localauthorityv1.AuthorityState, lifetimes map[string]time.Duration, threshold time.Duration, now time.Time) finding {
-	f := finding{Check: check}
+func (d *serverDoctor) judgeAuthority(check, kind string, active, prepared *localauthorityv1.AuthorityState, lifetimes map[string]time.Duration, threshold time.Duration, now time.Time) doctor.Finding {
+	f := doctor.Finding{Check: check}
 	label := map[string]string{"x509": "X.509", "jwt": "JWT"}[kind]
 	activate := d.cmd("localauthority", kind, "activate", "-authorityID", "<ID preparado>")
 	if prepared != nil {
@@ -587,7 +481,7 @@ func (d *serverDoctor) judgeAuthority(check, kind string, active, prepared *loca
 		"Validar apos rotacao:\n" +
 		"  " + d.cmd("localauthority", kind, "show")
 	if active == nil {
-		f.Status, f.Detail, f.Resolution = statusCrit, "no active "+label+" authority: the server cannot sign", rotate
+		f.Status, f.Detail, f.Resolution = doctor.Crit, "no active "+label+" authority: the server cannot sign", rotate
 		return f
 	}
 	expires := time.Unix(active.ExpiresAt, 0)
@@ -595,16 +489,16 @@ func (d *serverDoctor) judgeAuthority(check, kind string, active, prepared *loca
 	at := expires.UTC().Format(time.RFC3339)
 	switch {
 	case left <= 0:
-		f.Status, f.Detail = statusCrit, fmt.Sprintf("active %s authority %s expired at %s", label, active.AuthorityId, at)
+		f.Status, f.Detail = doctor.Crit, fmt.Sprintf("active %s authority %s expired at %s", label, active.AuthorityId, at)
 	case left < threshold:
-		f.Status, f.Detail = statusCrit, fmt.Sprintf("active %s authority %s expires at %s (in %s): SVIDs are cut short at its expiry", label, active.AuthorityId, at, left.Round(time.Second))
+		f.Status, f.Detail = doctor.Crit, fmt.Sprintf("active %s authority %s expires at %s (in %s): SVIDs are cut short at its expiry", label, active.AuthorityId, at, left.Round(time.Second))
 	default:
 		life, known := lifetimes[active.AuthorityId]
 		if known && left < min(life/6, 7*24*time.Hour) {
-			f.Status, f.Detail = statusWarn, fmt.Sprintf("active %s authority %s expires at %s (in %s), past the point where rotation activates its successor", label, active.AuthorityId, at, left.Round(time.Second))
+			f.Status, f.Detail = doctor.Warn, fmt.Sprintf("active %s authority %s expires at %s (in %s), past the point where rotation activates its successor", label, active.AuthorityId, at, left.Round(time.Second))
 			break
 		}
-		f.Status, f.Detail = statusOK, fmt.Sprintf("active %s authority %s expires at %s (in %s)", label, active.AuthorityId, at, left.Round(time.Second))
+		f.Status, f.Detail = doctor.OK, fmt.Sprintf("active %s authority %s expires at %s (in %s)", label, active.AuthorityId, at, left.Round(time.Second))
 		if prepared != nil {
 			f.Detail += "; prepared: " + prepared.AuthorityId
 		}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/neural-hive/hive-identity/internal/doctor"
 	agentv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/agent/v1"
 	entryv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/entry/v1"
 	localauthorityv1 "github.com/spiffe/spire-api-sdk/proto/spire/api/server/localauthority/v1"
@@ -21,93 +22,6 @@ import (
 	"google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/proto"
 )
-
-func TestDoctorReportFormat(t *testing.T) {
-	r := newDoctorReport([]finding{
-		{Check: "server.health", Status: statusOK, Detail: "Server is healthy."},
-		{Check: "server.agent", Status: statusWarn, Detail: "agent x is banned", Resolution: "Remover:\n  spire-server agent evict -spiffeID x\n"},
-		{Check: "server.entry", Status: statusCrit, Detail: "no entry for y", Resolution: "Se entry SPIFFE ausente: Recriar entry\n  spire-server entry create -selector k8s:ns:<namespace>"},
-	})
-	var pretty strings.Builder
-	if err := r.writePretty(&pretty); err != nil {
-		t.Fatal(err)
-	}
-	want := "OK    server.health: Server is healthy.\n" +
-		"WARN  server.agent: agent x is banned\n" +
-		"      Remover:\n" +
-		"        spire-server agent evict -spiffeID x\n" +
-		"CRIT  server.entry: no entry for y\n" +
-		"      Se entry SPIFFE ausente: Recriar entry\n" +
-		"        spire-server entry create -selector k8s:ns:<namespace>\n" +
-		"\nSummary: CRIT (1 OK, 1 WARN, 1 CRIT)\n"
-	if pretty.String() != want {
-		t.Errorf("pretty:\n%s\nwant:\n%s", pretty.String(), want)
-	}
-	if r.exitCode() != 1 {
-		t.Errorf("exit %d with a CRIT finding", r.exitCode())
-	}
-
-	var js strings.Builder
-	if err := r.writeJSON(&js); err != nil {
-		t.Fatal(err)
-	}
-	if strings.Count(js.String(), "\n") != 1 || !strings.Contains(js.String(), "k8s:ns:<namespace>") {
-		t.Errorf("json is not one unescaped line: %s", js.String())
-	}
-	var got map[string]any
-	if err := json.Unmarshal([]byte(js.String()), &got); err != nil {
-		t.Fatal(err)
-	}
-	findings := got["findings"].([]any)
-	first := findings[0].(map[string]any)
-	for _, k := range []string{"check", "status", "detail", "resolution"} {
-		if _, ok := first[k]; !ok {
-			t.Errorf("finding lacks %q: %v", k, first)
-		}
-	}
-	sum := got["summary"].(map[string]any)
-	if sum["status"] != "CRIT" || sum["ok"] != 1.0 || sum["warn"] != 1.0 || sum["crit"] != 1.0 {
-		t.Errorf("summary %v", sum)
-	}
-
-	empty := newDoctorReport(nil)
-	js.Reset()
-	_ = empty.writeJSON(&js)
-	if js.String() != `{"findings":[],"summary":{"status":"OK","ok":0,"warn":0,"crit":0}}`+"\n" || empty.exitCode() != 0 {
-		t.Errorf("empty report %s exit %d", js.String(), empty.exitCode())
-	}
-	warnOnly := newDoctorReport([]finding{{Status: statusWarn}})
-	if warnOnly.Summary.Status != statusWarn || warnOnly.exitCode() != 0 {
-		t.Errorf("warnings only: %+v exit %d", warnOnly.Summary, warnOnly.exitCode())
-	}
-}
-
-func TestExpiryStatus(t *testing.T) {
-	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	for _, tt := range []struct {
-		name      string
-		left      time.Duration
-		life      time.Duration
-		threshold time.Duration
-		want      string
-	}{
-		{name: "ok/runbook ttl just issued", left: time.Hour, life: time.Hour, threshold: time.Hour, want: statusOK},
-		{name: "ok/runbook ttl at renewal point", left: 30 * time.Minute, life: time.Hour, threshold: time.Hour, want: statusOK},
-		{name: "ok/runbook ttl inside the grace", left: 25 * time.Minute, life: time.Hour, threshold: time.Hour, want: statusOK},
-		{name: "warn/runbook ttl not renewed", left: 20 * time.Minute, life: time.Hour, threshold: time.Hour, want: statusWarn},
-		{name: "ok/past renewal point but above threshold", left: 20 * time.Minute, life: time.Hour, threshold: 10 * time.Minute, want: statusOK},
-		{name: "ok/short ttl healthy", left: 18 * time.Second, life: 40 * time.Second, threshold: 20 * time.Second, want: statusOK},
-		{name: "warn/short ttl not renewed", left: 10 * time.Second, life: 40 * time.Second, threshold: 20 * time.Second, want: statusWarn},
-		{name: "crit/expired", left: 0, life: time.Hour, threshold: time.Hour, want: statusCrit},
-		{name: "crit/long expired", left: -time.Hour, life: time.Hour, threshold: time.Second, want: statusCrit},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := expiryStatus(now.Add(tt.left), tt.life, tt.threshold, now); got != tt.want {
-				t.Errorf("got %s, want %s", got, tt.want)
-			}
-		})
-	}
-}
 
 func TestDoctorDurationFlag(t *testing.T) {
 	for _, tt := range []struct {
@@ -168,17 +82,17 @@ func healthyPlane(t *testing.T, f *fakeAPI) {
 }
 
 // doctorFindings runs doctor -output json and returns its exit code and findings by check.
-func doctorFindings(t *testing.T, args ...string) (int, map[string][]finding, string) {
+func doctorFindings(t *testing.T, args ...string) (int, map[string][]doctor.Finding, string) {
 	t.Helper()
 	got := runCLI(testEnv(), nil, append([]string{"doctor", "-output", "json"}, args...)...)
 	if got.stderr != "" {
 		t.Fatalf("stderr: %s", got.stderr)
 	}
-	var report doctorReport
+	var report doctor.Report
 	if err := json.Unmarshal([]byte(got.stdout), &report); err != nil {
 		t.Fatalf("%v: %s", err, got.stdout)
 	}
-	byCheck := map[string][]finding{}
+	byCheck := map[string][]doctor.Finding{}
 	for _, f := range report.Findings {
 		byCheck[f.Check] = append(byCheck[f.Check], f)
 	}
@@ -202,18 +116,18 @@ func TestServerDoctor(t *testing.T) {
 		setup  func(t *testing.T, f *fakeAPI)
 		exit   int
 		check  string // the finding under test
-		status string
+		status doctor.Status
 		detail string // substring
 		resol  string // substring of its resolution
 		sent   func(t *testing.T, f *fakeAPI)
 	}{
-		{name: "ok/healthy plane", check: "server.health", status: statusOK, detail: "Server is healthy."},
-		{name: "ok/entries counted", check: "server.entries", status: statusOK, detail: "3 registration entries"},
-		{name: "ok/agents on time", check: "server.agents", status: statusOK, detail: "1 attested agent, 1 renewing on time"},
-		{name: "ok/CA", check: "server.ca.x509", status: statusOK, detail: "expires at 2026-12-01T04:00:00Z (in 22h0m0s)"},
-		{name: "ok/JWT key", check: "server.ca.jwt", status: statusOK, detail: "active JWT authority jwtkey"},
+		{name: "ok/healthy plane", check: "server.health", status: doctor.OK, detail: "Server is healthy."},
+		{name: "ok/entries counted", check: "server.entries", status: doctor.OK, detail: "3 registration entries"},
+		{name: "ok/agents on time", check: "server.agents", status: doctor.OK, detail: "1 attested agent, 1 renewing on time"},
+		{name: "ok/CA", check: "server.ca.x509", status: doctor.OK, detail: "expires at 2026-12-01T04:00:00Z (in 22h0m0s)"},
+		{name: "ok/JWT key", check: "server.ca.jwt", status: doctor.OK, detail: "active JWT authority jwtkey"},
 		{name: "fail/missing entry for a SPIFFE ID", args: []string{"-spiffeID", workerID}, exit: 1,
-			check: "server.entry", status: statusCrit, detail: "no entry for " + workerID, resol: recreate,
+			check: "server.entry", status: doctor.Crit, detail: "no entry for " + workerID, resol: recreate,
 			sent: func(t *testing.T, f *fakeAPI) {
 				req := f.sent("ListEntries")[0].(*entryv1.ListEntriesRequest)
 				if !proto.Equal(req.Filter.BySpiffeId, hive("/ns/neural-hive-execution/sa/worker-agents")) || req.Filter.BySelectors != nil {
@@ -221,7 +135,7 @@ func TestServerDoctor(t *testing.T) {
 				}
 			}},
 		{name: "fail/missing entry for selectors", args: []string{"-selector", "k8s:ns:neural-hive-execution", "-selector", "k8s:sa:worker-agents"}, exit: 1,
-			check: "server.entry", status: statusCrit, detail: "no entry for selectors [k8s:ns:neural-hive-execution k8s:sa:worker-agents]", resol: recreate,
+			check: "server.entry", status: doctor.Crit, detail: "no entry for selectors [k8s:ns:neural-hive-execution k8s:sa:worker-agents]", resol: recreate,
 			sent: func(t *testing.T, f *fakeAPI) {
 				req := f.sent("ListEntries")[0].(*entryv1.ListEntriesRequest)
 				if m := req.Filter.BySelectors; m == nil || m.Match != types.SelectorMatch_MATCH_SUBSET || len(m.Selectors) != 2 {
@@ -238,58 +152,58 @@ func TestServerDoctor(t *testing.T) {
 						ParentId: hive("/spire/agent/join_token/t1"), Selectors: []*types.Selector{{Type: "unix", Value: "uid:0"}}}}}, nil
 				}))
 			},
-			check: "server.entry", status: statusCrit, detail: "has 1 entry with other selectors, e.g. [unix:uid:0]",
+			check: "server.entry", status: doctor.Crit, detail: "has 1 entry with other selectors, e.g. [unix:uid:0]",
 			resol: "entry create -spiffeID " + workerID + " -parentID spiffe://neural-hive.local/spire/agent/join_token/t1 -selector unix:uid:1000 -ttl 3600 -socketPath /"},
 		{name: "ok/entry found", args: []string{"-spiffeID", workerID},
 			setup: func(t *testing.T, f *fakeAPI) {
 				f.on("ListEntries", &entryv1.ListEntriesResponse{Entries: []*types.Entry{{Id: "e1", SpiffeId: hive("/ns/neural-hive-execution/sa/worker-agents"),
 					ParentId: hive("/ns/spire-system/sa/spire-agent"), Selectors: []*types.Selector{{Type: "k8s", Value: "ns:neural-hive-execution"}}}}})
 			},
-			check: "server.entry", status: statusOK, detail: "entry e1 issues " + workerID + " to [k8s:ns:neural-hive-execution] under spiffe://neural-hive.local/ns/spire-system/sa/spire-agent"},
+			check: "server.entry", status: doctor.OK, detail: "entry e1 issues " + workerID + " to [k8s:ns:neural-hive-execution] under spiffe://neural-hive.local/ns/spire-system/sa/spire-agent"},
 		{name: "warn/no entries", setup: func(t *testing.T, f *fakeAPI) { f.on("CountEntries", &entryv1.CountEntriesResponse{}) },
-			check: "server.entries", status: statusWarn, detail: "no registration entries", resol: "Criar Nova Entry SPIFFE"},
+			check: "server.entries", status: doctor.Warn, detail: "no registration entries", resol: "Criar Nova Entry SPIFFE"},
 		{name: "warn/agent not renewed at half-life", setup: func(t *testing.T, f *fakeAPI) { f.on("ListAgents", agentAt(10*time.Minute, nil)) },
-			check: "server.agent", status: statusWarn, detail: "(in 10m0s) and was not renewed at half-life",
+			check: "server.agent", status: doctor.Warn, detail: "(in 10m0s) and was not renewed at half-life",
 			resol: "kubectl rollout restart daemonset/spire-agent -n spire-system"},
 		{name: "ok/short agent ttl judged by -agentTTL", args: []string{"-agentTTL", "30s"},
 			setup: func(t *testing.T, f *fakeAPI) { f.on("ListAgents", agentAt(20*time.Second, nil)) },
-			check: "server.agents", status: statusOK, detail: "1 renewing on time"},
+			check: "server.agents", status: doctor.OK, detail: "1 renewing on time"},
 		{name: "warn/short agent ttl not renewed", args: []string{"-agentTTL", "30s", "-threshold", "20"},
 			setup: func(t *testing.T, f *fakeAPI) { f.on("ListAgents", agentAt(8*time.Second, nil)) },
-			check: "server.agent", status: statusWarn, detail: "was not renewed at half-life"},
+			check: "server.agent", status: doctor.Warn, detail: "was not renewed at half-life"},
 		{name: "fail/agent down with an expired SVID", exit: 1,
 			setup: func(t *testing.T, f *fakeAPI) { f.on("ListAgents", agentAt(-time.Minute, nil)) },
-			check: "server.agent", status: statusCrit, detail: "SVID expired at 2026-11-30T05:59:00Z",
+			check: "server.agent", status: doctor.Crit, detail: "SVID expired at 2026-11-30T05:59:00Z",
 			resol: "spire-server token generate -spiffeID spiffe://neural-hive.local/ns/spire-system/sa/spire-agent"},
 		{name: "warn/banned agent", setup: func(t *testing.T, f *fakeAPI) {
 			f.on("ListAgents", agentAt(-time.Hour, func(a *types.Agent) { a.Banned = true }))
 		},
-			check: "server.agent", status: statusWarn, detail: "is banned",
+			check: "server.agent", status: doctor.Warn, detail: "is banned",
 			resol: "spire-server agent evict -spiffeID spiffe://neural-hive.local/spire/agent/join_token/t1"},
 		{name: "warn/no agents", setup: func(t *testing.T, f *fakeAPI) { f.on("ListAgents", &agentv1.ListAgentsResponse{}) },
-			check: "server.agents", status: statusWarn, detail: "no attested agents"},
+			check: "server.agents", status: doctor.Warn, detail: "no attested agents"},
 		{name: "fail/CA under the threshold", exit: 1, setup: func(t *testing.T, f *fakeAPI) {
 			f.on("GetX509AuthorityState", &localauthorityv1.GetX509AuthorityStateResponse{
 				Active:   &localauthorityv1.AuthorityState{AuthorityId: "abc", ExpiresAt: refTime.Add(30 * time.Minute).Unix()},
 				Prepared: &localauthorityv1.AuthorityState{AuthorityId: "def", ExpiresAt: refTime.Add(24 * time.Hour).Unix()}})
 		},
-			check: "server.ca.x509", status: statusCrit, detail: "expires at 2026-11-30T06:30:00Z (in 30m0s)",
+			check: "server.ca.x509", status: doctor.Crit, detail: "expires at 2026-11-30T06:30:00Z (in 30m0s)",
 			resol: "spire-server localauthority x509 activate -authorityID def"},
 		{name: "warn/CA past its activation point", setup: func(t *testing.T, f *fakeAPI) {
 			caID, der := doctorCA(t, refTime.Add(-21*time.Hour), refTime.Add(3*time.Hour))
 			f.on("GetBundle", &types.Bundle{TrustDomain: "neural-hive.local", X509Authorities: []*types.X509Certificate{{Asn1: der}}})
 			f.on("GetX509AuthorityState", &localauthorityv1.GetX509AuthorityStateResponse{Active: &localauthorityv1.AuthorityState{AuthorityId: caID, ExpiresAt: refTime.Add(3 * time.Hour).Unix()}})
 		},
-			check: "server.ca.x509", status: statusWarn, detail: "past the point where rotation activates its successor",
+			check: "server.ca.x509", status: doctor.Warn, detail: "past the point where rotation activates its successor",
 			resol: "spire-server localauthority x509 prepare"},
 		{name: "fail/no active JWT key", exit: 1, setup: func(t *testing.T, f *fakeAPI) {
 			f.on("GetJWTAuthorityState", &localauthorityv1.GetJWTAuthorityStateResponse{})
 		},
-			check: "server.ca.jwt", status: statusCrit, detail: "no active JWT authority", resol: "localauthority jwt prepare"},
+			check: "server.ca.jwt", status: doctor.Crit, detail: "no active JWT authority", resol: "localauthority jwt prepare"},
 		{name: "fail/server not serving", exit: 1, setup: func(t *testing.T, f *fakeAPI) {
 			f.on("Check", &grpc_health_v1.HealthCheckResponse{Status: grpc_health_v1.HealthCheckResponse_NOT_SERVING})
 		},
-			check: "server.health", status: statusCrit, detail: "server reports NOT_SERVING", resol: "healthcheck -verbose"},
+			check: "server.health", status: doctor.Crit, detail: "server reports NOT_SERVING", resol: "healthcheck -verbose"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			f, sock := apiDir(t)
@@ -301,7 +215,7 @@ func TestServerDoctor(t *testing.T) {
 			if exit != tt.exit {
 				t.Errorf("exit %d, want %d\n%s", exit, tt.exit, out)
 			}
-			var match *finding
+			var match *doctor.Finding
 			for i, got := range byCheck[tt.check] {
 				if strings.Contains(got.Detail, tt.detail) {
 					match = &byCheck[tt.check][i]
@@ -313,13 +227,13 @@ func TestServerDoctor(t *testing.T) {
 			if match.Status != tt.status || !strings.Contains(match.Resolution, tt.resol) {
 				t.Errorf("finding %+v, want status %s and resolution with %q", *match, tt.status, tt.resol)
 			}
-			if tt.status == statusOK && match.Resolution != "" {
+			if tt.status == doctor.OK && match.Resolution != "" {
 				t.Errorf("OK finding with a resolution: %q", match.Resolution)
 			}
 			if tt.exit == 0 {
 				for _, fs := range byCheck {
 					for _, f := range fs {
-						if f.Status == statusCrit {
+						if f.Status == doctor.Crit {
 							t.Errorf("unexpected CRIT %+v", f)
 						}
 					}
