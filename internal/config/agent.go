@@ -42,7 +42,7 @@ type AgentFile struct {
 	Telemetry    TelemetryBlock    `hcl:"telemetry"`
 	HealthChecks HealthChecksBlock `hcl:"health_checks"`
 
-	doc *document
+	source
 }
 
 // AgentBlock is the agent block, with every key SPIRE 1.13 accepts.
@@ -282,23 +282,13 @@ type WorkloadAttestorUnix struct {
 // empty). Its errors are SPIRE's, as for LoadServer.
 func LoadAgent(path string, opts LoadOptions) (*AgentFile, error) {
 	f := &AgentFile{}
-	d, err := readDocument(path, DefaultAgentConfigPath, opts, f)
-	if err != nil {
-		return nil, err
-	}
-	f.doc = d
-	return f, nil
+	return fileOrNil(f, readDocument(path, DefaultAgentConfigPath, opts, f))
 }
 
 // ParseAgent decodes agent.conf text; name is the file name used in locations.
 func ParseAgent(name, data string) (*AgentFile, error) {
 	f := &AgentFile{}
-	d, err := decodeDocument(name, data, f)
-	if err != nil {
-		return nil, err
-	}
-	f.doc = d
-	return f, nil
+	return fileOrNil(f, decodeDocument(name, data, f))
 }
 
 // AgentOverrides are the spire-agent run/validate flags that override
@@ -328,57 +318,33 @@ type AgentOverrides struct {
 // Override applies command-line flags over the file: a flag that is set
 // wins over the file, which wins over the defaults (SPIRE's precedence).
 func (f *AgentFile) Override(o AgentOverrides) {
-	f.document()
+	d := f.document()
 	if f.Agent == nil {
 		f.Agent = &AgentBlock{}
 	}
 	a := f.Agent
-	for _, v := range []struct {
-		value, flag, key string
-		dst              *string
-	}{
-		{o.DataDir, "-dataDir", "data_dir", &a.DataDir},
-		{o.JoinToken, "-joinToken", "join_token", &a.JoinToken},
-		{o.JoinTokenFile, "-joinTokenFile", "join_token_file", &a.JoinTokenFile},
-		{o.LogFile, "-logFile", "log_file", &a.LogFile},
-		{o.LogFormat, "-logFormat", "log_format", &a.LogFormat},
-		{o.LogLevel, "-logLevel", "log_level", &a.LogLevel},
-		{o.RebootstrapDelay, "-rebootstrapDelay", "rebootstrap_delay", &a.RebootstrapDelay},
-		{o.RebootstrapMode, "-rebootstrapMode", "rebootstrap_mode", &a.RebootstrapMode},
-		{o.ServerAddress, "-serverAddress", "server_address", &a.ServerAddress},
-		{o.SocketPath, "-socketPath", "socket_path", &a.SocketPath},
-		{o.TrustBundlePath, "-trustBundle", "trust_bundle_path", &a.TrustBundlePath},
-		{o.TrustBundleFormat, "-trustBundleFormat", "trust_bundle_format", &a.TrustBundleFormat},
-		{o.TrustBundleURL, "-trustBundleUrl", "trust_bundle_url", &a.TrustBundleURL},
-		{o.TrustDomain, "-trustDomain", "trust_domain", &a.TrustDomain},
-	} {
-		if v.value != "" {
-			*v.dst = v.value
-			f.doc.overridden("agent."+v.key, v.flag)
-		}
-	}
-	for _, v := range []struct {
-		value     bool
-		flag, key string
-		dst       *bool
-	}{
-		{o.AllowUnauthenticatedVerifiers, "-allowUnauthenticatedVerifiers", "allow_unauthenticated_verifiers", &a.AllowUnauthenticatedVerifiers},
-		{o.InsecureBootstrap, "-insecureBootstrap", "insecure_bootstrap", &a.InsecureBootstrap},
-		{o.LogSourceLocation, "-logSourceLocation", "log_source_location", &a.LogSourceLocation},
-	} {
-		if v.value {
-			*v.dst = true
-			f.doc.overridden("agent."+v.key, v.flag)
-		}
-	}
-	if o.ServerPort != 0 {
-		a.ServerPort = o.ServerPort
-		f.doc.overridden("agent.server_port", "-serverPort")
-	}
+	override(d, "agent.data_dir", "-dataDir", o.DataDir, &a.DataDir)
+	override(d, "agent.join_token", "-joinToken", o.JoinToken, &a.JoinToken)
+	override(d, "agent.join_token_file", "-joinTokenFile", o.JoinTokenFile, &a.JoinTokenFile)
+	override(d, "agent.log_file", "-logFile", o.LogFile, &a.LogFile)
+	override(d, "agent.log_format", "-logFormat", o.LogFormat, &a.LogFormat)
+	override(d, "agent.log_level", "-logLevel", o.LogLevel, &a.LogLevel)
+	override(d, "agent.rebootstrap_delay", "-rebootstrapDelay", o.RebootstrapDelay, &a.RebootstrapDelay)
+	override(d, "agent.rebootstrap_mode", "-rebootstrapMode", o.RebootstrapMode, &a.RebootstrapMode)
+	override(d, "agent.server_address", "-serverAddress", o.ServerAddress, &a.ServerAddress)
+	override(d, "agent.socket_path", "-socketPath", o.SocketPath, &a.SocketPath)
+	override(d, "agent.trust_bundle_path", "-trustBundle", o.TrustBundlePath, &a.TrustBundlePath)
+	override(d, "agent.trust_bundle_format", "-trustBundleFormat", o.TrustBundleFormat, &a.TrustBundleFormat)
+	override(d, "agent.trust_bundle_url", "-trustBundleUrl", o.TrustBundleURL, &a.TrustBundleURL)
+	override(d, "agent.trust_domain", "-trustDomain", o.TrustDomain, &a.TrustDomain)
+	override(d, "agent.allow_unauthenticated_verifiers", "-allowUnauthenticatedVerifiers", o.AllowUnauthenticatedVerifiers, &a.AllowUnauthenticatedVerifiers)
+	override(d, "agent.insecure_bootstrap", "-insecureBootstrap", o.InsecureBootstrap, &a.InsecureBootstrap)
+	override(d, "agent.log_source_location", "-logSourceLocation", o.LogSourceLocation, &a.LogSourceLocation)
+	override(d, "agent.server_port", "-serverPort", o.ServerPort, &a.ServerPort)
 	if o.RetryBootstrap != nil {
 		v := *o.RetryBootstrap
 		a.RetryBootstrap = &v
-		f.doc.overridden("agent.retry_bootstrap", "-retryBootstrap")
+		d.overridden("agent.retry_bootstrap", "-retryBootstrap")
 	}
 }
 
@@ -401,17 +367,7 @@ func (f *AgentFile) Check() (*Agent, error) {
 	}
 	out := &Agent{}
 
-	if flags := a.Experimental.FeatureFlags; len(flags) > 0 {
-		var bad []string
-		for _, fl := range flags {
-			if fl != "i_am_a_test_flag" {
-				bad = append(bad, fl)
-			}
-		}
-		if len(bad) > 0 {
-			c.add("agent.experimental.feature_flags", "error loading feature flags: unknown feature flag(s): %v", bad)
-		}
-	}
+	c.featureFlags("agent.experimental.feature_flags", a.Experimental.FeatureFlags)
 
 	// SPIRE's validateConfig.
 	if f.Plugins == nil {
@@ -507,17 +463,7 @@ func (f *AgentFile) Check() (*Agent, error) {
 	out.ServerPort = a.ServerPort
 
 	// Logger.
-	log, err := parseLog(a.LogLevel, a.LogFormat)
-	if err != nil {
-		path := "agent.log_level"
-		if _, lerr := ParseLogLevel(a.LogLevel); a.LogLevel == "" || lerr == nil {
-			path = "agent.log_format"
-		}
-		c.add(path, "%v", err)
-	}
-	log.File = a.LogFile
-	log.SourceLocation = a.LogSourceLocation
-	out.Log = log
+	out.Log = c.log("agent", a.LogLevel, a.LogFormat, a.LogFile, a.LogSourceLocation)
 
 	out.RetryBootstrap = true
 	if a.RetryBootstrap != nil {
@@ -538,23 +484,11 @@ func (f *AgentFile) Check() (*Agent, error) {
 	out.JWTSVIDCacheMaxSize = cacheSize(a.JWTSVIDCacheMaxSize)
 
 	if a.TrustDomain != "" {
-		td, err := spiffeid.TrustDomainFromString(a.TrustDomain)
-		if err != nil {
-			c.add("agent.trust_domain", "could not parse trust_domain %q: %v", a.TrustDomain, err)
-		} else {
-			out.TrustDomain = td
-			if len(td.Name()) > 255 {
-				c.warn("Configured trust domain name should be less than 255 characters to be SPIFFE compliant; a longer trust domain name may impact interoperability")
-			}
-		}
+		out.TrustDomain = c.trustDomain("agent.trust_domain", a.TrustDomain)
 	}
 
 	// Sockets.
-	socket := a.SocketPath
-	if socket == "" {
-		socket = DefaultAgentSocketPath
-	}
-	out.SocketPath = c.socketPath("agent.socket_path", "socket_path", socket)
+	out.SocketPath = c.socketPath("agent.socket_path", "socket_path", orDefault(a.SocketPath, DefaultAgentSocketPath))
 	if a.AdminSocketPath != "" {
 		admin := c.socketPath("agent.admin_socket_path", "admin_socket_path", a.AdminSocketPath)
 		if strings.HasPrefix(admin, filepath.Dir(out.SocketPath)+"/") {
@@ -607,10 +541,7 @@ func (f *AgentFile) Check() (*Agent, error) {
 	}
 	out.AllowedForeignJWTClaims = a.AllowedForeignJWTClaims
 
-	var plugins []*plugin
-	if f.Plugins != nil {
-		plugins = c.plugins(f.Plugins)
-	}
+	plugins := c.plugins(f.Plugins)
 
 	c.problems = append(c.problems, f.doc.unknown...)
 
@@ -804,19 +735,4 @@ func cacheSize(n int) int {
 		return DefaultSVIDCacheMaxSize
 	}
 	return n
-}
-
-func orDefault(v, def string) string {
-	if v == "" {
-		return def
-	}
-	return v
-}
-
-// document returns the file's key index, empty for a AgentFile built in code.
-func (f *AgentFile) document() *document {
-	if f.doc == nil {
-		f.doc = &document{where: map[string]Location{}}
-	}
-	return f.doc
 }

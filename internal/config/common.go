@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // HealthChecksBlock is the health_checks block, shared by server and agent.
@@ -158,6 +160,34 @@ func (c *checker) telemetry(b TelemetryBlock) Telemetry {
 	return t
 }
 
+// featureFlags checks experimental.feature_flags as SPIRE loads them, before
+// anything else: its only flag is a test flag.
+func (c *checker) featureFlags(path string, flags []string) {
+	var bad []string
+	for _, fl := range flags {
+		if fl != "i_am_a_test_flag" {
+			bad = append(bad, fl)
+		}
+	}
+	if len(bad) > 0 {
+		c.add(path, "error loading feature flags: unknown feature flag(s): %v", bad)
+	}
+}
+
+// trustDomain parses the trust_domain at path; SPIRE warns about names
+// longer than the SPIFFE limit without refusing them.
+func (c *checker) trustDomain(path, value string) spiffeid.TrustDomain {
+	td, err := spiffeid.TrustDomainFromString(value)
+	if err != nil {
+		c.add(path, "could not parse trust_domain %q: %v", value, err)
+		return spiffeid.TrustDomain{}
+	}
+	if len(td.Name()) > 255 {
+		c.warn("Configured trust domain name should be less than 255 characters to be SPIFFE compliant; a longer trust domain name may impact interoperability")
+	}
+	return td
+}
+
 // duration parses a SPIRE duration ("1h", "24h", "5m"). what names the value
 // in SPIRE's message: `could not parse <what> "x": time: invalid duration "x"`.
 func (c *checker) duration(path, what, value string) time.Duration {
@@ -169,6 +199,13 @@ func (c *checker) duration(path, what, value string) time.Duration {
 	if v < 0 {
 		c.add(path, "%s %q must not be negative", lastKey(path), value)
 		return 0
+	}
+	return v
+}
+
+func orDefault(v, def string) string {
+	if v == "" {
+		return def
 	}
 	return v
 }

@@ -44,11 +44,39 @@ type document struct {
 	unknown []Problem
 }
 
+// source is what AgentFile and ServerFile keep of the text they were
+// decoded from: its key index, or none for a file built in code.
+type source struct {
+	doc *document
+}
+
+// document returns the file's key index, empty for a file built in code.
+func (s *source) document() *document {
+	if s.doc == nil {
+		s.doc = &document{where: map[string]Location{}}
+	}
+	return s.doc
+}
+
+func (s *source) keep(d *document) { s.doc = d }
+
+// decodedFile is a configuration file type (*AgentFile, *ServerFile): it
+// keeps the key index of the text it was decoded from.
+type decodedFile interface{ keep(*document) }
+
+// fileOrNil is f, or nil when err is set: what LoadX and ParseX return.
+func fileOrNil[F any](f *F, err error) (*F, error) {
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
 // readDocument reads path (or defaultPath when path is empty), expands the
-// environment if asked, and decodes the HCL into out, recording the
+// environment if asked, and decodes the HCL into out, recording in out the
 // location of every key and every key out's type does not declare. Its
 // errors are SPIRE's: a missing file, an unreadable one, a syntax error.
-func readDocument(path, defaultPath string, opts LoadOptions, out any) (*document, error) {
+func readDocument(path, defaultPath string, opts LoadOptions, out decodedFile) error {
 	if path == "" {
 		path = defaultPath
 	}
@@ -56,12 +84,12 @@ func readDocument(path, defaultPath string, opts LoadOptions, out any) (*documen
 	if errors.Is(err, fs.ErrNotExist) {
 		abs, absErr := filepath.Abs(path)
 		if absErr != nil {
-			return nil, fmt.Errorf("could not determine CWD; config file not found at %s: use -config", path)
+			return fmt.Errorf("could not determine CWD; config file not found at %s: use -config", path)
 		}
-		return nil, fmt.Errorf("could not find config file %s: please use the -config flag", abs)
+		return fmt.Errorf("could not find config file %s: please use the -config flag", abs)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("unable to read configuration at %q: %w", path, err)
+		return fmt.Errorf("unable to read configuration at %q: %w", path, err)
 	}
 	data := string(raw)
 	if opts.ExpandEnv {
@@ -71,35 +99,35 @@ func readDocument(path, defaultPath string, opts LoadOptions, out any) (*documen
 		}
 		data = ExpandEnv(data, getenv)
 	}
-	d, err := decodeDocument(path, data, out)
-	if err != nil {
-		return nil, fmt.Errorf("unable to decode configuration at %q: %w", path, err)
+	if err := decodeDocument(path, data, out); err != nil {
+		return fmt.Errorf("unable to decode configuration at %q: %w", path, err)
 	}
-	return d, nil
+	return nil
 }
 
-// decodeDocument parses data as HCL into out and indexes its keys; name is
-// the file name used in locations.
-func decodeDocument(name, data string, out any) (d *document, err error) {
+// decodeDocument parses data as HCL into out and indexes its keys in out;
+// name is the file name used in locations.
+func decodeDocument(name, data string, out decodedFile) (err error) {
 	// hcl v1 panics on some malformed input (an empty block where a string
 	// belongs); report it as a decoding error instead of crashing.
 	defer func() {
 		if r := recover(); r != nil {
-			d, err = nil, fmt.Errorf("malformed configuration: %v", r)
+			err = fmt.Errorf("malformed configuration: %v", r)
 		}
 	}()
 	file, err := hcl.Parse(data)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := hcl.DecodeObject(out, file.Node); err != nil {
-		return nil, err
+		return err
 	}
-	d = &document{path: name, where: map[string]Location{}}
+	d := &document{path: name, where: map[string]Location{}}
 	if list, ok := file.Node.(*ast.ObjectList); ok {
 		d.walkStruct(list, reflect.TypeOf(out).Elem(), "")
 	}
-	return d, nil
+	out.keep(d)
+	return nil
 }
 
 // at returns where the key at path is written, or the file itself when the
@@ -120,6 +148,16 @@ func (d *document) has(path string) bool {
 // overridden records that the value at path now comes from a flag.
 func (d *document) overridden(path, flag string) {
 	d.where[path] = Location{Flag: flag}
+}
+
+// override sets *dst to a flag's value when the flag is set (value is not
+// T's zero value) and records that the key at path now comes from flag.
+func override[T comparable](d *document, path, flag string, value T, dst *T) {
+	var unset T
+	if value != unset {
+		*dst = value
+		d.overridden(path, flag)
+	}
 }
 
 func (d *document) loc(p token.Pos) Location {

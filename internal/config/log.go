@@ -146,6 +146,22 @@ func LogProblems(ctx context.Context, logger *slog.Logger, warnings []string, er
 	}
 }
 
+// log checks log_level and log_format of block ("server" or "agent") as
+// SPIRE's logger does and returns the typed Log.
+func (c *checker) log(block, level, format, file string, sourceLocation bool) Log {
+	l, err := parseLog(level, format)
+	if err != nil {
+		path := block + ".log_level"
+		if _, lerr := ParseLogLevel(level); level == "" || lerr == nil {
+			path = block + ".log_format"
+		}
+		c.add(path, "%v", err)
+	}
+	l.File = file
+	l.SourceLocation = sourceLocation
+	return l
+}
+
 // bestEffortLog is the logging configuration asked for, with defaults for
 // values that do not parse.
 func bestEffortLog(level, format, file string, source bool) Log {

@@ -66,8 +66,12 @@ func (p *plugin) has(key string) bool {
 //
 // It reports duplicate declarations, keys a declaration may not hold,
 // external plugins (plugin_cmd), and both plugin_data and plugin_data_file;
-// it skips disabled plugins (enabled = false), as SPIRE does.
+// it skips disabled plugins (enabled = false), as SPIRE does. Without a
+// plugins block (node nil) there are none.
 func (c *checker) plugins(node ast.Node) []*plugin {
+	if node == nil {
+		return nil
+	}
 	list := objectList(node)
 	if list == nil {
 		c.add("plugins", "plugins section must be a block")

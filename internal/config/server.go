@@ -33,7 +33,7 @@ type ServerFile struct {
 	Telemetry    TelemetryBlock    `hcl:"telemetry"`
 	HealthChecks HealthChecksBlock `hcl:"health_checks"`
 
-	doc *document
+	source
 }
 
 // ServerBlock is the server block, with every key SPIRE 1.13 accepts.
@@ -255,24 +255,14 @@ type ServerX509PoP struct {
 // ("unable to decode configuration at ...: At 4:5: ...").
 func LoadServer(path string, opts LoadOptions) (*ServerFile, error) {
 	f := &ServerFile{}
-	d, err := readDocument(path, DefaultServerConfigPath, opts, f)
-	if err != nil {
-		return nil, err
-	}
-	f.doc = d
-	return f, nil
+	return fileOrNil(f, readDocument(path, DefaultServerConfigPath, opts, f))
 }
 
 // ParseServer decodes server.conf text; name is the file name used in
 // locations. It is LoadServer without the file system.
 func ParseServer(name, data string) (*ServerFile, error) {
 	f := &ServerFile{}
-	d, err := decodeDocument(name, data, f)
-	if err != nil {
-		return nil, err
-	}
-	f.doc = d
-	return f, nil
+	return fileOrNil(f, decodeDocument(name, data, f))
 }
 
 // ServerOverrides are the run/validate flags that override server.conf;
@@ -292,36 +282,20 @@ type ServerOverrides struct {
 // Override applies command-line flags over the file: a flag that is set
 // wins over the file, which wins over the defaults (SPIRE's precedence).
 func (f *ServerFile) Override(o ServerOverrides) {
-	f.document()
+	d := f.document()
 	if f.Server == nil {
 		f.Server = &ServerBlock{}
 	}
 	s := f.Server
-	for _, v := range []struct {
-		value, flag, key string
-		dst              *string
-	}{
-		{o.BindAddress, "-bindAddress", "bind_address", &s.BindAddress},
-		{o.SocketPath, "-socketPath", "socket_path", &s.SocketPath},
-		{o.TrustDomain, "-trustDomain", "trust_domain", &s.TrustDomain},
-		{o.DataDir, "-dataDir", "data_dir", &s.DataDir},
-		{o.LogFile, "-logFile", "log_file", &s.LogFile},
-		{o.LogFormat, "-logFormat", "log_format", &s.LogFormat},
-		{o.LogLevel, "-logLevel", "log_level", &s.LogLevel},
-	} {
-		if v.value != "" {
-			*v.dst = v.value
-			f.doc.overridden("server."+v.key, v.flag)
-		}
-	}
-	if o.BindPort != 0 {
-		s.BindPort = o.BindPort
-		f.doc.overridden("server.bind_port", "-serverPort")
-	}
-	if o.LogSourceLocation {
-		s.LogSourceLocation = true
-		f.doc.overridden("server.log_source_location", "-logSourceLocation")
-	}
+	override(d, "server.bind_address", "-bindAddress", o.BindAddress, &s.BindAddress)
+	override(d, "server.socket_path", "-socketPath", o.SocketPath, &s.SocketPath)
+	override(d, "server.trust_domain", "-trustDomain", o.TrustDomain, &s.TrustDomain)
+	override(d, "server.data_dir", "-dataDir", o.DataDir, &s.DataDir)
+	override(d, "server.log_file", "-logFile", o.LogFile, &s.LogFile)
+	override(d, "server.log_format", "-logFormat", o.LogFormat, &s.LogFormat)
+	override(d, "server.log_level", "-logLevel", o.LogLevel, &s.LogLevel)
+	override(d, "server.bind_port", "-serverPort", o.BindPort, &s.BindPort)
+	override(d, "server.log_source_location", "-logSourceLocation", o.LogSourceLocation, &s.LogSourceLocation)
 }
 
 // Validate checks the file and returns every problem found (an *Error), or
@@ -345,17 +319,7 @@ func (f *ServerFile) Check() (*Server, error) {
 	out := &Server{}
 
 	// Feature flags are loaded before anything else in SPIRE.
-	if flags := b.Experimental.FeatureFlags; len(flags) > 0 {
-		var bad []string
-		for _, fl := range flags {
-			if fl != "i_am_a_test_flag" {
-				bad = append(bad, fl)
-			}
-		}
-		if len(bad) > 0 {
-			c.add("server.experimental.feature_flags", "error loading feature flags: unknown feature flag(s): %v", bad)
-		}
-	}
+	c.featureFlags("server.experimental.feature_flags", b.Experimental.FeatureFlags)
 
 	// SPIRE's validateConfig, with defaults merged in.
 	bindAddress, bindPort := b.BindAddress, b.BindPort
@@ -409,17 +373,7 @@ func (f *ServerFile) Check() (*Server, error) {
 	}
 
 	// Logger.
-	log, err := parseLog(b.LogLevel, b.LogFormat)
-	if err != nil {
-		path := "server.log_level"
-		if _, lerr := ParseLogLevel(b.LogLevel); b.LogLevel == "" || lerr == nil {
-			path = "server.log_format"
-		}
-		c.add(path, "%v", err)
-	}
-	log.File = b.LogFile
-	log.SourceLocation = b.LogSourceLocation
-	out.Log = log
+	out.Log = c.log("server", b.LogLevel, b.LogFormat, b.LogFile, b.LogSourceLocation)
 
 	// Bind address and admin socket.
 	if bindAddress != "" && bindPort != 0 {
@@ -430,24 +384,12 @@ func (f *ServerFile) Check() (*Server, error) {
 			out.BindAddress = addr
 		}
 	}
-	socket := b.SocketPath
-	if socket == "" {
-		socket = DefaultServerSocketPath
-	}
-	out.SocketPath = c.socketPath("server.socket_path", "socket_path", socket)
+	out.SocketPath = c.socketPath("server.socket_path", "socket_path", orDefault(b.SocketPath, DefaultServerSocketPath))
 	out.DataDir = b.DataDir
 
 	// Trust domain.
 	if b.TrustDomain != "" {
-		td, err := spiffeid.TrustDomainFromString(b.TrustDomain)
-		if err != nil {
-			c.add("server.trust_domain", "could not parse trust_domain %q: %v", b.TrustDomain, err)
-		} else {
-			out.TrustDomain = td
-			if len(td.Name()) > 255 {
-				c.warn("Configured trust domain name should be less than 255 characters to be SPIFFE compliant; a longer trust domain name may impact interoperability")
-			}
-		}
+		out.TrustDomain = c.trustDomain("server.trust_domain", b.TrustDomain)
 	}
 
 	if fed := b.Federation; fed != nil {
@@ -519,10 +461,7 @@ func (f *ServerFile) Check() (*Server, error) {
 	}
 
 	// Plugins (SPIRE parses the block here; the plugin checks come last).
-	var plugins []*plugin
-	if f.Plugins != nil {
-		plugins = c.plugins(f.Plugins)
-	}
+	plugins := c.plugins(f.Plugins)
 
 	if b.PruneAttestedNodesExpiredFor != "" {
 		v, err := time.ParseDuration(b.PruneAttestedNodesExpiredFor)
@@ -938,12 +877,4 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	slices.Sort(keys)
 	return keys
-}
-
-// document returns the file's key index, empty for a ServerFile built in code.
-func (f *ServerFile) document() *document {
-	if f.doc == nil {
-		f.doc = &document{where: map[string]Location{}}
-	}
-	return f.doc
 }
