@@ -1,7 +1,6 @@
 package config
 
 import (
-	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -38,11 +37,7 @@ plugins {
 
 func checkAgent(t *testing.T, text string) (*Agent, error) {
 	t.Helper()
-	f, err := ParseAgent(agentName, text)
-	if err != nil {
-		t.Fatalf("ParseAgent: %v", err)
-	}
-	return f.Check()
+	return parseText(t, ParseAgent, agentName, text).Check()
 }
 
 func TestAgentDefaults(t *testing.T) {
@@ -384,7 +379,6 @@ func TestAgentOverride(t *testing.T) {
 // TestAgentReferenceConfigs checks the configurations SPIRE 1.13.3's agent
 // was run with (spire-reference): the same verdict and the same first message.
 func TestAgentReferenceConfigs(t *testing.T) {
-	ref := referenceDir(t)
 	for _, tt := range []struct {
 		file, err, at string
 	}{
@@ -396,29 +390,11 @@ func TestAgentReferenceConfigs(t *testing.T) {
 		{file: "outputs/inputs/configs/agent-admin-socket-same-dir.conf", err: "admin socket cannot be in the same directory or a subdirectory as that containing the Workload API socket", at: ":8:5"},
 	} {
 		t.Run(filepath.Base(tt.file), func(t *testing.T) {
-			raw, err := os.ReadFile(filepath.Join(ref, tt.file))
-			if err != nil {
-				t.Fatal(err)
-			}
-			f, err := ParseAgent("ref.conf", strings.ReplaceAll(string(raw), "$RUN", "/tmp/run"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, err = f.Check()
-			if tt.err == "" {
-				if err != nil {
-					t.Fatalf("Check: %v", err)
-				}
-				return
-			}
-			var ce *Error
-			if !errors.As(err, &ce) || err.Error() != tt.err || len(ce.Problems) != 1 || ce.Problems[0].Location.String() != "ref.conf"+tt.at {
-				t.Fatalf("err = %v, problems %+v; want %q at %s", err, ce, tt.err, tt.at)
-			}
+			wantReferenceVerdict(t, ParseAgent, tt.file, tt.err, tt.at)
 		})
 	}
 	t.Run("agent-syntax-error.conf", func(t *testing.T) {
-		path := filepath.Join(ref, "outputs/inputs/configs/agent-syntax-error.conf")
+		path := filepath.Join(referenceDir(t), "outputs/inputs/configs/agent-syntax-error.conf")
 		_, err := LoadAgent(path, LoadOptions{})
 		if want := `unable to decode configuration at "` + path + `": At 3:5: Unknown token: 3:5 IDENT data_dir`; err == nil || err.Error() != want {
 			t.Fatalf("err = %v, want %q", err, want)

@@ -3,6 +3,8 @@ package config
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -47,6 +49,45 @@ func wantProblem(tb testing.TB, err error, name, text, msg, at string) {
 		return
 	}
 	tb.Fatalf("no problem containing %q in:\n%s", msg, strings.Join(ce.Lines(), "\n"))
+}
+
+// parseText decodes text named name with parse (ParseAgent, ParseServer),
+// failing the test when it does not decode.
+func parseText[F any](tb testing.TB, parse func(name, data string) (F, error), name, text string) F {
+	tb.Helper()
+	f, err := parse(name, text)
+	if err != nil {
+		tb.Fatalf("parse %s: %v", name, err)
+	}
+	return f
+}
+
+func referenceDir(tb testing.TB) string {
+	tb.Helper()
+	return "testdata/spire-reference"
+}
+
+// wantReferenceVerdict checks a configuration SPIRE 1.13.3 was run with
+// (file, under referenceDir; $RUN stands for /tmp/run): valid when wantErr
+// is empty, else failing with the single problem wantErr at "ref.conf"+at,
+// as SPIRE reported it.
+func wantReferenceVerdict[F interface{ Validate() error }](tb testing.TB, parse func(name, data string) (F, error), file, wantErr, at string) {
+	tb.Helper()
+	raw, err := os.ReadFile(filepath.Join(referenceDir(tb), file))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	err = parseText(tb, parse, "ref.conf", strings.ReplaceAll(string(raw), "$RUN", "/tmp/run")).Validate()
+	if wantErr == "" {
+		if err != nil {
+			tb.Fatalf("Check: %v", err)
+		}
+		return
+	}
+	var ce *Error
+	if !errors.As(err, &ce) || err.Error() != wantErr || len(ce.Problems) != 1 || ce.Problems[0].Location.String() != "ref.conf"+at {
+		tb.Fatalf("err = %v, problems %+v; want %q at %s", err, ce, wantErr, at)
+	}
 }
 
 func TestExpandEnv(t *testing.T) {

@@ -45,11 +45,7 @@ plugins {
 
 func checkServer(t *testing.T, text string) (*Server, error) {
 	t.Helper()
-	f, err := ParseServer(serverName, text)
-	if err != nil {
-		t.Fatalf("ParseServer: %v", err)
-	}
-	return f.Check()
+	return parseText(t, ParseServer, serverName, text).Check()
 }
 
 func TestServerDefaults(t *testing.T) {
@@ -807,7 +803,6 @@ func TestLoadServer(t *testing.T) {
 // TestServerReferenceConfigs checks the configurations SPIRE 1.13.3 was run
 // with (spire-reference): the same verdict and the same first message.
 func TestServerReferenceConfigs(t *testing.T) {
-	ref := referenceDir(t)
 	for _, tt := range []struct {
 		file string
 		err  string // "" valid
@@ -824,32 +819,9 @@ func TestServerReferenceConfigs(t *testing.T) {
 		{file: "outputs/inputs/configs/server-bad-log-level.conf", err: `could not start logger: not a valid logrus Level: "CHATTY"`, at: ":7:5"},
 	} {
 		t.Run(filepath.Base(tt.file), func(t *testing.T) {
-			raw, err := os.ReadFile(filepath.Join(ref, tt.file))
-			if err != nil {
-				t.Fatal(err)
-			}
-			f, err := ParseServer("ref.conf", strings.ReplaceAll(string(raw), "$RUN", "/tmp/run"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, err = f.Check()
-			if tt.err == "" {
-				if err != nil {
-					t.Fatalf("Check: %v", err)
-				}
-				return
-			}
-			var ce *Error
-			if !errors.As(err, &ce) || err.Error() != tt.err || len(ce.Problems) != 1 || ce.Problems[0].Location.String() != "ref.conf"+tt.at {
-				t.Fatalf("err = %v, problems %+v; want %q at %s", err, ce, tt.err, tt.at)
-			}
+			wantReferenceVerdict(t, ParseServer, tt.file, tt.err, tt.at)
 		})
 	}
-}
-
-func referenceDir(tb testing.TB) string {
-	tb.Helper()
-	return "testdata/spire-reference"
 }
 
 func TestServerFileBuiltInCode(t *testing.T) {
