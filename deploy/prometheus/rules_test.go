@@ -1,17 +1,15 @@
 // Package prometheus_test checks the shipped Prometheus files with the real
 // promtool: the alert rules (check rules), their unit tests (test rules),
 // the example scrape configuration (check config), and the text both
-// metric sets expose (check metrics). promtool is built from the Go module
-// proxy by the separate module in tools/promtool, so this module never
-// depends on prometheus/prometheus; the binary is kept in the user cache
-// directory after the first build.
+// metric sets expose (check metrics). promtool is built by promtooltest
+// from the separate module in tools/promtool, so this module never depends
+// on prometheus/prometheus; the binary is kept in the user cache directory
+// after the first build.
 package prometheus_test
 
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,98 +19,16 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 
+	"github.com/neural-hive/hive-identity/deploy/prometheus/promtooltest"
 	"github.com/neural-hive/hive-identity/internal/telemetry"
 )
-
-// promtoolTags leaves out the cloud service discoveries (AWS, Azure, GCE...),
-// which are most of promtool's build time; Kubernetes discovery stays (promtool
-// imports it directly), so check config still understands scrape.yaml.
-const promtoolTags = "remove_all_sd"
-
-// buildPromtool returns the path of a promtool built from tools/promtool.
-// The binary is kept in the user cache directory under a key of that
-// module's go.mod and go.sum, the tags and the Go version, so only the first
-// run (or a version bump) pays for the build. A failed build fails the test:
-// CI must not pass without the rule checks.
-func buildPromtool(t *testing.T) string {
-	t.Helper()
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Fatalf("go toolchain not in PATH: %v", err)
-	}
-	toolDir, err := filepath.Abs(filepath.Join("..", "..", "tools", "promtool"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := sha256.New()
-	for _, f := range []string{"go.mod", "go.sum"} {
-		raw, err := os.ReadFile(filepath.Join(toolDir, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		h.Write(raw)
-	}
-	fmt.Fprintf(h, "%s %s %s/%s", promtoolTags, runtime.Version(), runtime.GOOS, runtime.GOARCH)
-	cacheDir, err := os.UserCacheDir()
-	if err != nil {
-		cacheDir = os.TempDir()
-	}
-	cacheDir = filepath.Join(cacheDir, "hive-identity")
-	bin := filepath.Join(cacheDir, "promtool-"+hex.EncodeToString(h.Sum(nil))[:16])
-	if err := exec.CommandContext(t.Context(), bin, "--version").Run(); err == nil {
-		return bin
-	}
-
-	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	tmp := filepath.Join(t.TempDir(), "promtool")
-	ctx := t.Context()
-	if dl, ok := t.Deadline(); ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, dl.Add(-30*time.Second))
-		defer cancel()
-	}
-	cmd := exec.CommandContext(ctx, goBin, "build", "-tags", promtoolTags, "-o", tmp, "github.com/prometheus/prometheus/cmd/promtool")
-	cmd.Dir = toolDir
-	cmd.Env = append(os.Environ(),
-		"GOFLAGS="+strings.TrimSpace(os.Getenv("GOFLAGS")+" -mod=mod"),
-		"GOWORK=off",
-		"CGO_ENABLED=0",
-	)
-	start := time.Now()
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("building promtool in %s: %v\n%s", toolDir, err, out)
-	}
-	t.Logf("promtool built in %s", time.Since(start).Round(time.Second))
-	// Rename is atomic: a concurrent run sees no binary or a whole one.
-	staged := bin + ".tmp-" + strconv.Itoa(os.Getpid())
-	if err := copyFile(tmp, staged); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(staged, bin); err != nil {
-		t.Fatal(err)
-	}
-	return bin
-}
-
-func copyFile(src, dst string) error {
-	raw, err := os.ReadFile(src)
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(dst, raw, 0o755)
-}
 
 // promtool runs promtool with args (and stdin) from this directory and
 // fails the test with its output if it exits non-zero.
@@ -132,7 +48,7 @@ func promtool(t *testing.T, bin string, stdin io.Reader, args ...string) string 
 }
 
 func TestPromtool(t *testing.T) {
-	bin := buildPromtool(t)
+	bin := promtooltest.Build(t, filepath.Join("..", "..", "tools", "promtool"))
 
 	t.Run("ok/check_rules", func(t *testing.T) {
 		out := promtool(t, bin, nil, "check", "rules", "alerts.yaml")
