@@ -297,8 +297,9 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
+	// Marked before the goroutine starts, so readiness never races it.
+	hs.rotating.Store(true)
 	g.Go(func() error {
-		hs.rotating.Store(true)
 		defer hs.rotating.Store(false)
 		return nilOnCancel(serverCA.Run(gctx))
 	})
