@@ -35,7 +35,7 @@ type Config struct {
 	DataStore         DataStoreConfig
 	KeyManager        KeyManagerConfig
 	UpstreamAuthority *UpstreamDiskConfig // nil: self-signed
-	// NodeAttestors lists the configured node attestor names ("join_token", "x509pop")
+	// NodeAttestors lists the configured node attestor names ("join_token", "x509pop", "k8s_psat")
 	// with their plugin_data decoded by the config package.
 	NodeAttestors map[string]map[string]any
 

@@ -1,5 +1,5 @@
 // Package nodeattest holds the server side of node attestation: one file per
-// attestor (join_token, x509pop), each turning an agent's attestation payload
+// attestor (join_token, x509pop, k8s_psat), each turning an agent's attestation payload
 // into an agent SPIFFE ID and node selectors. It does not sign anything and
 // does not touch attested-node records; the agent API does both.
 package nodeattest
