@@ -139,14 +139,32 @@ func run(bin string, args ...string) (string, string, int) {
 	return stdout.String(), stderr.String(), code
 }
 
+// handedOut remembers every address freePort returned: the kernel may offer a
+// just-closed port again, and two listeners must not get the same one.
+var (
+	portsMu   sync.Mutex
+	handedOut = map[string]bool{}
+)
+
+// freePort returns a free loopback "host:port" that no earlier call returned.
 func freePort(tb testing.TB) string {
 	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		if !handedOut[addr] {
+			handedOut[addr] = true
+			return addr
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
+	tb.Fatal("no fresh loopback port after 100 tries")
+	return ""
 }
 
 func tempDir(tb testing.TB) string {
