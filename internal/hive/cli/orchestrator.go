@@ -42,18 +42,11 @@ func RunOrchestrator(ctx context.Context, args []string, getenv Getenv, stdout, 
 		name:   name,
 		listen: *listen,
 		newFn: func(lis net.Listener, reg prometheus.Registerer, log *slog.Logger) (runner, error) {
-			id, err := spiffeid.FromString(*ownID)
+			ids, err := parseIDs(*ownID, *registryID, *workerID)
 			if err != nil {
 				return nil, err
 			}
-			rid, err := spiffeid.FromString(*registryID)
-			if err != nil {
-				return nil, err
-			}
-			wid, err := spiffeid.FromString(*workerID)
-			if err != nil {
-				return nil, err
-			}
+			id, rid, wid := ids[0], ids[1], ids[2]
 			var allow spiffegrpc.Authorizer
 			if len(submitters) > 0 {
 				allow = spiffegrpc.AuthorizeOneOf(submitters...)
@@ -65,6 +58,20 @@ func RunOrchestrator(ctx context.Context, args []string, getenv Getenv, stdout, 
 			return readyChan(r.(*orchestrator.Orchestrator).Ready(), "waiting for an X509-SVID and JWT bundles")
 		},
 	}, stderr)
+}
+
+// parseIDs parses the SPIFFE ID flags a service reads, in order; the first
+// malformed one is the error.
+func parseIDs(ss ...string) ([]spiffeid.ID, error) {
+	ids := make([]spiffeid.ID, len(ss))
+	for i, s := range ss {
+		id, err := spiffeid.FromString(s)
+		if err != nil {
+			return nil, err
+		}
+		ids[i] = id
+	}
+	return ids, nil
 }
 
 // idList is a repeatable SPIFFE ID flag.

@@ -11,7 +11,6 @@ import (
 	"github.com/neural-hive/hive-identity/internal/hive/flow"
 	"github.com/neural-hive/hive-identity/internal/hive/registry"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // RunRegistry runs the service-registry with args (without the program
@@ -39,18 +38,11 @@ func RunRegistry(ctx context.Context, args []string, getenv Getenv, stdout, stde
 		name:   name,
 		listen: *listen,
 		newFn: func(lis net.Listener, reg prometheus.Registerer, log *slog.Logger) (runner, error) {
-			id, err := spiffeid.FromString(*ownID)
+			ids, err := parseIDs(*ownID, *workerID, *orchID)
 			if err != nil {
 				return nil, err
 			}
-			wid, err := spiffeid.FromString(*workerID)
-			if err != nil {
-				return nil, err
-			}
-			oid, err := spiffeid.FromString(*orchID)
-			if err != nil {
-				return nil, err
-			}
+			id, wid, oid := ids[0], ids[1], ids[2]
 			return registry.New(registry.Config{Listener: lis, WorkloadAPIAddr: addr, ID: id, WorkerID: wid, OrchestratorID: oid,
 				LeaseTTL: *leaseTTL, MaxConnectionAge: c.maxConnAge, Registerer: reg, Logger: log})
 		},

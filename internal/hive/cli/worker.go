@@ -14,7 +14,6 @@ import (
 	"github.com/neural-hive/hive-identity/internal/hive/worker"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // RunWorker runs a worker-agents instance with args (without the program
@@ -47,18 +46,11 @@ func RunWorker(ctx context.Context, args []string, getenv Getenv, stdout, stderr
 		name:   name,
 		listen: *listen,
 		newFn: func(lis net.Listener, reg prometheus.Registerer, log *slog.Logger) (runner, error) {
-			id, err := spiffeid.FromString(*ownID)
+			ids, err := parseIDs(*ownID, *registryID, *orchID)
 			if err != nil {
 				return nil, err
 			}
-			rid, err := spiffeid.FromString(*registryID)
-			if err != nil {
-				return nil, err
-			}
-			oid, err := spiffeid.FromString(*orchID)
-			if err != nil {
-				return nil, err
-			}
+			id, rid, oid := ids[0], ids[1], ids[2]
 			var bundle *x509bundle.Bundle
 			if *trustBundle != "" {
 				if bundle, err = x509bundle.Load(rid.TrustDomain(), *trustBundle); err != nil {

@@ -181,20 +181,9 @@ func (s *Store) ListEntries(ctx context.Context, req *ListEntriesRequest) ([]*En
 	if err != nil {
 		return nil, "", err
 	}
-	if req.Pagination != nil {
-		after, err := parseToken(req.Pagination.Token)
-		if err != nil {
-			return nil, "", err
-		}
-		if after > 0 {
-			conds = append(conds, "e.id > ?")
-			args = append(args, after)
-		}
-	}
-	q := "SELECT " + entryColumns + " FROM entries e" + where(conds) + " ORDER BY e.id"
-	if limit := pageLimit(req.Pagination); limit > 0 {
-		q += " LIMIT ?"
-		args = append(args, limit)
+	q, args, err := pageQuery("SELECT "+entryColumns+" FROM entries e", "e", conds, args, req.Pagination)
+	if err != nil {
+		return nil, "", err
 	}
 	var entries []*Entry
 	var rowIDs []int64

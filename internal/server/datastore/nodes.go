@@ -67,20 +67,9 @@ func (s *Store) ListAttestedNodes(ctx context.Context, req *ListAttestedNodesReq
 	if err != nil {
 		return nil, "", err
 	}
-	if req.Pagination != nil {
-		after, err := parseToken(req.Pagination.Token)
-		if err != nil {
-			return nil, "", err
-		}
-		if after > 0 {
-			conds = append(conds, "n.id > ?")
-			args = append(args, after)
-		}
-	}
-	q := "SELECT " + nodeColumns + " FROM attested_nodes n" + where(conds) + " ORDER BY n.id"
-	if limit := pageLimit(req.Pagination); limit > 0 {
-		q += " LIMIT ?"
-		args = append(args, limit)
+	q, args, err := pageQuery("SELECT "+nodeColumns+" FROM attested_nodes n", "n", conds, args, req.Pagination)
+	if err != nil {
+		return nil, "", err
 	}
 	var nodes []*AttestedNode
 	var token string

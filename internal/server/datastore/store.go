@@ -294,6 +294,28 @@ func parseToken(token string) (int64, error) {
 	return v, nil
 }
 
+// pageQuery completes a list query over table alias (whose row id column is
+// alias.id): the filter conditions, the rows after the page token, row-id
+// order and the page's LIMIT. It fails on a malformed token.
+func pageQuery(selectFrom, alias string, conds []string, args []any, p *Pagination) (string, []any, error) {
+	if p != nil {
+		after, err := parseToken(p.Token)
+		if err != nil {
+			return "", nil, err
+		}
+		if after > 0 {
+			conds = append(conds, alias+".id > ?")
+			args = append(args, after)
+		}
+	}
+	q := selectFrom + where(conds) + " ORDER BY " + alias + ".id"
+	if limit := pageLimit(p); limit > 0 {
+		q += " LIMIT ?"
+		args = append(args, limit)
+	}
+	return q, args, nil
+}
+
 // pageLimit returns the LIMIT for a page query (one more than the page size,
 // to know whether another page follows), or 0 for no limit.
 func pageLimit(p *Pagination) int {
